@@ -1,0 +1,130 @@
+"""Decode chosen frames of a video file: `read_frames(path, indices, reader) -> uint8 [N, H, W, 3]`.
+
+Two decoders behind one name (cfg.data.reader): `decord` (default, pip wheel) and `torchcodec`
+(optional: `pip install torchcodec==0.13.0` CPU build + FFmpeg shared libraries, e.g.
+`apt-get install -y ffmpeg`). Both return identical frames (tests/test_video.py).
+
+Each call opens the file, decodes and releases the decoder: a clip dataset touches thousands of
+files per epoch, and a cached reader per file would hold decoder buffers for all of them
+(RSS grows per file) and does not survive fork into DataLoader workers cleanly.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+DEFAULT_READER = "decord"
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be opened or decoded (corrupt, truncated, missing, index past the end)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: cannot decode video: {reason}")
+
+
+def _read_decord(path: str, indices: list[int]) -> np.ndarray:
+    import decord
+
+    try:
+        # One decode thread: parallelism comes from DataLoader workers; decord's auto-threading
+        # per reader oversubscribes the cores once several workers decode at the same time.
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    except Exception as err:  # decord raises its own DECORDError / RuntimeError kinds
+        raise VideoDecodeError(path, f"decord cannot open it ({_first_line(err)})") from err
+    try:
+        n = len(vr)
+        _check_indices(path, indices, n)
+        frames = vr.get_batch(indices).asnumpy()
+    except VideoDecodeError:
+        raise
+    except Exception as err:
+        raise VideoDecodeError(path, f"decord failed on frames {_span(indices)} ({_first_line(err)})") from err
+    finally:
+        del vr  # releases the demuxer/decoder now, not at some later garbage collection
+    return frames
+
+
+def _read_torchcodec(path: str, indices: list[int]) -> np.ndarray:
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception as err:  # not installed, or its FFmpeg libraries are missing
+        raise ImportError(
+            "reader=torchcodec needs `pip install torchcodec==0.13.0` (CPU build) and FFmpeg shared "
+            f"libraries (`apt-get install -y ffmpeg`): {_first_line(err)}"
+        ) from err
+    try:
+        # exact seek mode scans the file once so frame i is the i-th frame, as with decord.
+        dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1)
+    except Exception as err:
+        raise VideoDecodeError(path, f"torchcodec cannot open it ({_first_line(err)})") from err
+    try:
+        n = dec.metadata.num_frames if dec.metadata.num_frames is not None else len(dec)
+        _check_indices(path, indices, n)
+        frames = dec.get_frames_at(indices).data.numpy()
+    except VideoDecodeError:
+        raise
+    except Exception as err:
+        raise VideoDecodeError(path, f"torchcodec failed on frames {_span(indices)} ({_first_line(err)})") from err
+    finally:
+        del dec
+    return frames
+
+
+READERS: dict[str, Callable[[str, list[int]], np.ndarray]] = {
+    "decord": _read_decord,
+    "torchcodec": _read_torchcodec,
+}
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], reader: str = DEFAULT_READER) -> np.ndarray:
+    """Frames `indices` (0-based video frame numbers, any order, repeats allowed) as uint8 RGB [N, H, W, 3].
+
+    Raises VideoDecodeError (with the path) when the file is missing, corrupt, truncated, or an index
+    is past its last frame; ImportError when the chosen reader is not installed.
+    """
+    if reader not in READERS:
+        raise ValueError(f"unknown video reader {reader!r}; choose one of {sorted(READERS)}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "file not found")
+    idx = [int(i) for i in indices]
+    if not idx:
+        raise ValueError(f"{path}: read_frames needs at least one frame index")
+    frames = READERS[reader](path, idx)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[3] != 3:
+        raise VideoDecodeError(path, f"{reader} returned {frames.dtype} {frames.shape}, expected uint8 [{len(idx)}, H, W, 3]")
+    return np.ascontiguousarray(frames)
+
+
+def reader_available(reader: str) -> tuple[bool, str]:
+    """(usable, why not) for a reader name, without decoding anything."""
+    try:
+        if reader == "decord":
+            import decord  # noqa: F401
+        elif reader == "torchcodec":
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        else:
+            return False, f"unknown reader {reader!r}"
+    except Exception as err:
+        return False, f"{reader} not importable: {_first_line(err)}"
+    return True, ""
+
+
+def _check_indices(path: str, indices: list[int], num_frames: int) -> None:
+    bad = [i for i in indices if i < 0 or i >= num_frames]
+    if bad:
+        raise VideoDecodeError(path, f"frame index {bad[0]} outside the video's {num_frames} frames (truncated file?)")
+
+
+def _span(indices: list[int]) -> str:
+    return f"{min(indices)}..{max(indices)}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

@@ -1,0 +1,151 @@
+"""Checkpoint files: weights for use (`best.pt`, `epoch_NNN.pt`) and state for resuming (`resume/`).
+
+`best.pt` / `epoch_NNN.pt` = {format_version, state (trainable weights only), config, epoch, stage, metrics},
+plain tensors and Python primitives, so `torch.load(path, weights_only=True)` reads them. They are written
+by the main process to a temp file and renamed (a crash never leaves half a checkpoint).
+
+`resume/` = accelerate's save_state (optimizer, scheduler, RNG of every process, sampler) with the frozen
+base weights left out, plus `trainer_state.json` (epoch, step, stage, best metric, wandb id).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
+
+FORMAT_VERSION = 1
+# Config sections whose values change parameter shapes or label meaning: a checkpoint only loads
+# into a model built with the same values.
+ARCH_KEYS = ("backbone", "model", "labels")
+# Keys inside those sections that do not change shapes (training-time knobs).
+NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
+                   "tokenizer_cache")
+
+
+def _is_zero3(accelerator) -> bool:
+    ds = getattr(accelerator.state, "deepspeed_plugin", None)
+    return ds is not None and ds.zero_stage == 3
+
+
+def gather_trainable_state(accelerator, model) -> dict[str, torch.Tensor]:
+    """Trainable weights on CPU. Collective under ZeRO-3 (call on every rank); only trained weights are gathered."""
+    unwrapped = accelerator.unwrap_model(model)
+    if _is_zero3(accelerator):
+        import deepspeed
+
+        params = [p for p in unwrapped.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in unwrapped.trainable_state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in unwrapped.trainable_state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict, cfg: DictConfig, epoch: int, stage: str, metrics: dict) -> None:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "state": state,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "epoch": epoch,
+        "stage": stage,
+        "metrics": metrics,
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {ckpt.get('format_version')} is not {FORMAT_VERSION}")
+    return ckpt
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
+    """Architecture keys whose values differ between a checkpoint's config and `cfg`."""
+    now = OmegaConf.to_container(cfg, resolve=True)
+    bad = []
+    for section in ARCH_KEYS:
+        a, b = _flatten(saved.get(section, {}), section + "."), _flatten(now.get(section, {}), section + ".")
+        for key in sorted(set(a) | set(b)):
+            if any(key.startswith(f"{section}.") and (f".{leaf}" in key) for leaf in NON_ARCH_LEAVES):
+                continue
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                bad.append(f"{key}: checkpoint={a.get(key, '<absent>')!r} config={b.get(key, '<absent>')!r}")
+    return bad
+
+
+def check_compatible(ckpt: dict, cfg: DictConfig, path: str | Path) -> None:
+    bad = config_mismatches(ckpt["config"], cfg)
+    if bad:
+        raise ValueError(f"{path} was trained with a different architecture; mismatched keys:\n  " + "\n  ".join(bad))
+
+
+def prune_epoch_snapshots(run_dir: Path, keep_last: int) -> None:
+    snaps = sorted(run_dir.glob("epoch_*.pt"))
+    for old in snaps[:-keep_last] if keep_last > 0 else []:
+        old.unlink()
+
+
+# ---- resume state -------------------------------------------------------------------------------
+
+def install_trainable_only_hooks(accelerator) -> None:
+    """Leave frozen base weights out of save_state (they come back from the pretrained backbone)."""
+    if accelerator.state.deepspeed_plugin is not None:
+        return  # DeepSpeed: exclude_frozen_parameters is passed to save_checkpoint instead
+
+    def drop_frozen(models, weights, output_dir):
+        for model, sd in zip(models, weights):
+            keep = set(accelerator.unwrap_model(model).trainable_state_dict())
+            for k in [k for k in sd if k not in keep]:
+                del sd[k]
+
+    accelerator.register_save_state_pre_hook(drop_frozen)
+
+
+def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
+    """All ranks call this. Writes resume.tmp/ then swaps it in, so a kill mid-save keeps the old state."""
+    final, tmp = run_dir / RESUME_DIRNAME, run_dir / (RESUME_DIRNAME + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    kwargs = {"exclude_frozen_parameters": True} if accelerator.state.deepspeed_plugin is not None else {}
+    accelerator.save_state(str(tmp), **kwargs)
+    if accelerator.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        old = run_dir / (RESUME_DIRNAME + ".old")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def load_resume_state(accelerator, run_dir: Path) -> dict:
+    """Restore model/optimizer/scheduler/RNG; return trainer_state.json."""
+    src = run_dir / RESUME_DIRNAME
+    if accelerator.state.deepspeed_plugin is not None:
+        accelerator.load_state(str(src), load_module_strict=False)
+    else:
+        accelerator.load_state(str(src), strict=False)
+    return json.loads((src / TRAINER_STATE).read_text())

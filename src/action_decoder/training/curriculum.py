@@ -1,0 +1,64 @@
+"""Curriculum stages: ordered, each starting at an epoch and overriding data / loss settings.
+
+A stage in `conf/curriculum/*.yaml`:
+
+    - name: heads            # logged with every metrics line and stored in checkpoints
+      start_epoch: 0         # first epoch of the stage (stages sorted by it; the first must start at 0)
+      data: {clip_len: 4, clip_stride: 2, frame_step: 2, filters: {actions: [click]}}   # merged onto cfg.data
+      loss_weights: {key: 0.0}          # merged onto cfg.model.loss_weights
+      train_heads: [action, click]      # heads not listed get loss weight 0 (None = all heads)
+
+`frame_step` subsamples the prepared frames (a lower sampling rate without re-preparing the data).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+HEADS = ("action", "key", "modifier", "click", "transcript")
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    name: str
+    start_epoch: int
+    data: DictConfig          # cfg.data with the stage's overrides applied
+    loss_weights: dict        # final per-head weights for this stage
+
+
+def build_stages(cfg: DictConfig) -> list[Stage]:
+    raw = sorted(cfg.curriculum.stages, key=lambda s: int(s.start_epoch))
+    if not raw or int(raw[0].start_epoch) != 0:
+        raise ValueError("curriculum.stages: the first stage must have start_epoch: 0")
+    names = [str(s.name) for s in raw]
+    if len(set(names)) != len(names):
+        raise ValueError(f"curriculum.stages: stage names must be unique, got {names}")
+    stages = []
+    for i, s in enumerate(raw):
+        data = OmegaConf.merge(cfg.data, s.get("data") or {})
+        weights = dict(OmegaConf.to_container(OmegaConf.merge(cfg.model.loss_weights, s.get("loss_weights") or {})))
+        heads = s.get("train_heads")
+        if heads is not None:
+            unknown = set(heads) - set(HEADS)
+            if unknown:
+                raise ValueError(f"curriculum stage {s.name!r}: unknown train_heads {sorted(unknown)}; choose from {HEADS}")
+            weights = {k: (v if k in heads else 0.0) for k, v in weights.items()}
+        stages.append(Stage(i, str(s.name), int(s.start_epoch), data, weights))
+    return stages
+
+
+def stage_at(stages: list[Stage], epoch: int) -> Stage:
+    return [s for s in stages if s.start_epoch <= epoch][-1]
+
+
+def subsample_episode(episode: dict, step: int) -> dict:
+    """Keep every `step`-th sampled frame of a prepared episode (all per-frame lists alike)."""
+    if step == 1:
+        return episode
+    n = episode["num_frames"]
+    out = {k: (v[::step] if isinstance(v, list) and len(v) == n else v) for k, v in episode.items()}
+    out["num_frames"] = len(out["frame_index"])
+    out["sample_fps"] = episode["sample_fps"] / step
+    return out

@@ -1,0 +1,57 @@
+"""Where metrics go: `<run_dir>/metrics.jsonl` always (main process), wandb when `logger.wandb` is set.
+
+metrics.jsonl holds one JSON object a line: {"split": "train" | "train_epoch" | "val", "epoch", "step",
+"stage", "loss": {...}, "metrics": {...}, "lr", "clips_per_s", ...}; evaluation/plots.py reads it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; a null marks the value as missing
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+class MetricsLogger:
+    def __init__(self, accelerator, run_dir: Path, cfg: DictConfig, wandb_run_id: str | None = None):
+        self.accelerator = accelerator
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.wandb_cfg = cfg.logger.get("wandb")
+        # Kept in the resume state so a resumed run continues the same wandb run.
+        self.wandb_run_id = wandb_run_id or uuid.uuid4().hex[:12]
+        if self.wandb_cfg:
+            w = self.wandb_cfg
+            accelerator.init_trackers(
+                project_name=w.project,
+                config=OmegaConf.to_container(cfg, resolve=True),
+                init_kwargs={"wandb": {"id": self.wandb_run_id, "resume": "allow", "entity": w.get("entity"),
+                                       "mode": w.get("mode", "online"), "dir": str(run_dir),
+                                       "name": Path(run_dir).name, "group": cfg.experiment_name}},
+            )
+
+    def log(self, record: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        record = _clean(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_cfg:
+            flat = {"epoch": record.get("epoch"), "stage_index": record.get("stage_index")}
+            split = record["split"]
+            for group in ("loss", "metrics"):
+                for k, v in (record.get(group) or {}).items():
+                    if isinstance(v, (int, float)) and v is not None:
+                        flat[f"{split}/{group}/{k}"] = v
+            for k in ("lr", "clips_per_s"):
+                if record.get(k) is not None:
+                    flat[f"{split}/{k}"] = record[k]
+            self.accelerator.log(flat, step=record["step"])

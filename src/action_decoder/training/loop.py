@@ -1,0 +1,333 @@
+"""The training loop, top to bottom: setup -> train (stages x epochs x steps, validate, checkpoint) -> cleanup.
+
+One Accelerate loop for every launch mode: a plain `python train.py`, `accelerate launch` with DDP on CPU or
+GPUs, DeepSpeed ZeRO-2/3, several nodes. Data order is ours (a seeded per-epoch permutation, sharded by
+rank), which makes a resumed run continue on exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, set_seed
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from action_decoder.data.clips import build_clip_dataset, collate_clips
+from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.evaluation.metrics import ActionMetrics
+from action_decoder.models.build import build_model
+from action_decoder.models.losses import ActionLoss
+from action_decoder.training import checkpoint as ckpt
+from action_decoder.training.curriculum import build_stages, stage_at
+from action_decoder.training.loggers import MetricsLogger
+from action_decoder.training.run_dir import resolve_resume_dir, share_run_dir, TRAINER_STATE, RESUME_DIRNAME
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+# ---- data order ---------------------------------------------------------------------------------
+
+class ShardedEpoch(Dataset):
+    """This rank's share of one epoch: a seeded permutation of the dataset, cut into equal shards.
+
+    Train shards drop the remainder so every rank runs the same number of steps. Validation pads the
+    shards by repeating clips and marks the repeats `counted=False`, so metrics count each clip once
+    while every rank still runs the same number of forwards (ZeRO-3 needs that).
+    """
+
+    def __init__(self, dataset, epoch: int, seed: int, rank: int, world: int, train: bool):
+        self.dataset = dataset
+        n = len(dataset)
+        if train:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+            per_rank = n // world
+            self.indices = order[rank * per_rank:(rank + 1) * per_rank]
+            self.counted = [True] * per_rank
+        else:
+            per_rank = math.ceil(n / world) if n else 0
+            mine = list(range(rank, n, world))
+            self.counted = [True] * len(mine) + [False] * (per_rank - len(mine))
+            self.indices = mine + [mine[0] if mine else 0] * (per_rank - len(mine))
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        return self.counted[j], self.dataset[self.indices[j]]
+
+
+def make_loader(dataset, cfg: DictConfig, data_cfg: DictConfig, pad_id: int, epoch: int, accelerator,
+                train: bool, skip_batches: int = 0) -> DataLoader:
+    shard = ShardedEpoch(dataset, epoch, cfg.seed, accelerator.process_index, accelerator.num_processes, train)
+    bs = cfg.train.batch_size
+    start = skip_batches * bs  # resume mid-epoch: drop the batches already trained on
+    sub = torch.utils.data.Subset(shard, range(start, len(shard)))
+
+    def collate(pairs):
+        pairs = [(c, item) for c, item in pairs if item is not None]  # None = corrupt video, already counted
+        if not pairs:
+            return None
+        batch = collate_clips([item for _, item in pairs], pad_id)
+        batch["counted"] = torch.tensor([c for c, _ in pairs])
+        return batch
+
+    return DataLoader(sub, batch_size=bs, shuffle=False, drop_last=train, collate_fn=collate,
+                      num_workers=data_cfg.num_workers, persistent_workers=False)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def select(obj, mask: torch.Tensor):
+    """Rows of every batch-leading tensor in a dict / dataclass where `mask` is True."""
+    items = obj.items() if isinstance(obj, dict) else vars(obj).items()
+    return SimpleNamespace(**{k: (v[mask] if torch.is_tensor(v) and v.shape[:1] == mask.shape else v) for k, v in items})
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
+    # ======================= setup =======================
+    tc = cfg.train
+    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]  # no NCCL on CPU
+    accelerator = Accelerator(
+        mixed_precision=tc.mixed_precision,
+        gradient_accumulation_steps=tc.grad_accum,
+        log_with="wandb" if cfg.logger.get("wandb") else None,
+        step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step, any world size
+        kwargs_handlers=handlers,
+    )
+    resume_dir = resolve_resume_dir(cfg.resume, cfg.output_root, cfg.experiment_name)
+    run_dir = share_run_dir(accelerator, resume_dir or hydra_run_dir)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    set_seed(cfg.seed)
+
+    tokenizer = build_tokenizer(cfg.backbone.text)
+    stages = build_stages(cfg)
+    datasets = {s.name: build_clip_dataset(cfg, "train", tokenizer, data_cfg=s.data) for s in stages}
+    val_sets = {s.name: build_clip_dataset(cfg, "val", tokenizer, data_cfg=s.data) for s in stages}
+    for name, ds in datasets.items():
+        if len(ds) // accelerator.num_processes < tc.batch_size:
+            raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
+                             f"{accelerator.num_processes} processes; make more recordings or lower train.batch_size")
+
+    def steps_in_epoch(epoch: int) -> int:
+        n = len(datasets[stage_at(stages, epoch).name]) // accelerator.num_processes // tc.batch_size
+        return min(n, tc.max_steps_per_epoch or n)
+
+    optimizer_steps = sum(math.ceil(steps_in_epoch(e) / tc.grad_accum) for e in range(tc.epochs))
+
+    model = build_model(cfg, tokenizer)
+    groups = model.parameter_groups()
+    optimizer = torch.optim.AdamW(
+        [{"params": groups["lora"], "lr": tc.lora_lr, "name": "lora"},
+         {"params": groups["new"], "lr": tc.lr, "name": "new"}],
+        weight_decay=tc.weight_decay, betas=tuple(tc.betas),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(optimizer_steps, int(tc.warmup_ratio * optimizer_steps)))
+    if accelerator.state.deepspeed_plugin is not None:  # our loaders are not prepared, so tell DeepSpeed the micro batch
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = tc.batch_size
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ckpt.install_trainable_only_hooks(accelerator)
+
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_action_acc": -1.0, "best_epoch": None,
+             "stage": stages[0].name, "nonfinite_skipped": 0, "wandb_run_id": None}
+    if resume_dir is not None:
+        state.update(ckpt.load_resume_state(accelerator, run_dir))
+        accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} step {state['step_in_epoch']} "
+                          f"(stage {state['stage']})")
+    logger = MetricsLogger(accelerator, run_dir, cfg, state["wandb_run_id"])
+    state["wandb_run_id"] = logger.wandb_run_id
+
+    stop = {"requested": False}  # SIGTERM/SIGINT (SLURM preemption, Ctrl-C): finish the step, save, exit 0
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    names = cfg.labels
+    pad_id = tokenizer.pad_token_id
+    nonfinite_in_a_row = 0
+
+    # ======================= train =======================
+    for epoch in range(state["epoch"], tc.epochs):
+        stage = stage_at(stages, epoch)
+        if stage.name != state["stage"] or epoch == state["epoch"]:
+            accelerator.print(f"epoch {epoch}: stage {stage.index} {stage.name!r} "
+                              f"(clip_len={stage.data.clip_len}, loss weights {stage.loss_weights})")
+        state["stage"] = stage.name
+        loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+        skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
+                             skip_batches=skip)
+        n_steps = steps_in_epoch(epoch)
+        train_metrics = ActionMetrics(names.actions, names.keys, names.modifiers, cfg.train.click_radius)
+        loss_sums, loss_count = {}, 0
+        model.train()
+        bar = tqdm(total=n_steps, initial=skip, desc=f"epoch {epoch} [{stage.name}]",
+                   disable=not accelerator.is_main_process, dynamic_ncols=True)
+        t_log, clips_since_log = time.perf_counter(), 0
+        step_in_epoch = skip
+        for batch in loader:
+            if step_in_epoch >= n_steps:
+                break
+            # Every rank enters accumulate() once per step (it counts micro-steps) and all ranks agree
+            # whether to step (DDP/ZeRO collectives) and whether to stop.
+            with accelerator.accumulate(model):
+                ok = batch is not None
+                if ok:
+                    batch = to_device(batch, accelerator.device)
+                    outputs = model(batch)
+                    losses = loss_fn(outputs, batch)
+                    ok = bool(torch.isfinite(losses["total"]).item())
+                flags = accelerator.reduce(torch.tensor([float(ok), float(stop["requested"])],
+                                                        device=accelerator.device), "sum")
+                all_ok, any_stop = flags[0].item() == accelerator.num_processes, flags[1].item() > 0
+                if all_ok:
+                    accelerator.backward(losses["total"])
+                    if accelerator.sync_gradients and tc.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                optimizer.zero_grad()
+            if all_ok:
+                nonfinite_in_a_row = 0
+                train_metrics.update(outputs, batch)
+                for k, v in losses.items():
+                    loss_sums[k] = loss_sums.get(k, 0.0) + float(v.detach())
+                loss_count += 1
+                clips_since_log += batch["action"].shape[0] * accelerator.num_processes
+            else:
+                nonfinite_in_a_row += 1
+                state["nonfinite_skipped"] += 1
+                warnings.warn(f"epoch {epoch} step {step_in_epoch}: non-finite loss or empty batch on some rank; "
+                              f"step skipped ({state['nonfinite_skipped']} so far, {nonfinite_in_a_row} in a row)")
+                if nonfinite_in_a_row >= tc.max_nonfinite_in_a_row:
+                    raise NonFiniteLossError(
+                        f"{nonfinite_in_a_row} steps in a row had a non-finite loss (epoch {epoch}, step {step_in_epoch}); "
+                        f"the run diverged. Lower train.lr / train.lora_lr or check the data. Last resume state: {run_dir}")
+            step_in_epoch += 1
+            state["global_step"] += 1
+            bar.update(1)
+            if all_ok and (state["global_step"] % tc.log_every == 0 or step_in_epoch == n_steps):
+                dt = time.perf_counter() - t_log
+                rate = clips_since_log / dt if dt > 0 else None
+                logger.log({"split": "train", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
+                            "stage_index": stage.index, "lr": scheduler.get_last_lr()[-1],
+                            "loss": {k: float(v.detach()) for k, v in losses.items()}, "clips_per_s": rate})
+                bar.set_postfix(loss=f"{float(losses['total']):.3f}", clips_s=f"{rate or 0:.1f}")
+                t_log, clips_since_log = time.perf_counter(), 0
+            if any_stop:
+                state.update(epoch=epoch, step_in_epoch=step_in_epoch)
+                ckpt.save_resume_state(accelerator, run_dir, state)
+                bar.close()
+                accelerator.print(f"stop requested: saved resume state at epoch {epoch} step {step_in_epoch} in {run_dir}; "
+                                  f"continue with: python train.py resume={run_dir}")
+                return _cleanup(accelerator, run_dir)
+        bar.close()
+
+        # ---- end of epoch: train summary, validation, checkpoints
+        train_summary = _reduce_metrics(accelerator, train_metrics)
+        mean_losses = {k: v / max(1, loss_count) for k, v in loss_sums.items()}
+        logger.log({"split": "train_epoch", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
+                    "stage_index": stage.index, "loss": mean_losses, "metrics": _scalars(train_summary)})
+        val_losses, val_summary = validate(model, val_sets[stage.name], loss_fn, cfg, stage, pad_id, epoch, accelerator)
+        logger.log({"split": "val", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
+                    "stage_index": stage.index, "loss": val_losses, "metrics": _scalars(val_summary)})
+        accelerator.print(f"epoch {epoch}: val action_acc={val_summary['action_acc']:.3f} "
+                          f"macro_f1={val_summary['action_macro_f1']:.3f} click_hit={val_summary['click_hit_rate']:.3f}")
+
+        trainable = ckpt.gather_trainable_state(accelerator, model)  # collective under ZeRO-3
+        metrics_for_ckpt = {"val": _scalars(val_summary), "val_loss": val_losses, "train_loss": mean_losses}
+        if accelerator.is_main_process:
+            if (epoch + 1) % tc.save_every == 0 or epoch + 1 == tc.epochs:
+                ckpt.save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
+                ckpt.prune_epoch_snapshots(run_dir, tc.keep_last)
+            if val_summary["action_acc"] > state["best_action_acc"]:
+                ckpt.save_checkpoint(run_dir / "best.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
+        if val_summary["action_acc"] > state["best_action_acc"]:
+            state.update(best_action_acc=val_summary["action_acc"], best_epoch=epoch)
+        state.update(epoch=epoch + 1, step_in_epoch=0)
+        ckpt.save_resume_state(accelerator, run_dir, state)
+
+    # ======================= cleanup =======================
+    accelerator.print(f"done: best val action_acc={state['best_action_acc']:.3f} at epoch {state['best_epoch']}; "
+                      f"run dir {run_dir}")
+    return _cleanup(accelerator, run_dir)
+
+
+@torch.no_grad()
+def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
+    metrics = ActionMetrics(cfg.labels.actions, cfg.labels.keys, cfg.labels.modifiers, cfg.train.click_radius)
+    loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
+    model.eval()
+    sums = torch.zeros(0)
+    keys: list[str] = []
+    n = 0
+    limit = cfg.train.max_val_steps or len(loader)
+    for i, batch in enumerate(tqdm(loader, total=min(limit, len(loader)), desc="val", leave=False,
+                                   disable=not accelerator.is_main_process)):
+        if i >= limit or batch is None:
+            continue
+        batch = to_device(batch, accelerator.device)
+        outputs = model(batch)
+        keep = batch["counted"]
+        if keep.any():
+            sel_out, sel_batch = select(outputs, keep), select(batch, keep)
+            metrics.update(sel_out, sel_batch)
+            losses = loss_fn(sel_out, sel_batch)
+            keys = sorted(losses)
+            vals = torch.stack([losses[k].detach().float() for k in keys]) * int(keep.sum())
+            sums = vals if sums.numel() == 0 else sums + vals
+            n += int(keep.sum())
+    model.train()
+    if not keys:
+        keys = ["total"]
+        sums = torch.zeros(1)
+    total = accelerator.reduce(torch.cat([sums.to(accelerator.device), torch.tensor([float(n)], device=accelerator.device)]), "sum")
+    val_losses = {k: float(total[i] / max(1.0, float(total[-1]))) for i, k in enumerate(keys)}
+    return val_losses, _reduce_metrics(accelerator, metrics)
+
+
+def _reduce_metrics(accelerator, metrics: ActionMetrics) -> dict:
+    """Sum the metric counts over ranks, then compute."""
+    if accelerator.num_processes > 1:
+        state = metrics.state()
+        reduced = {k: accelerator.reduce(v.to(accelerator.device), "sum").cpu() for k, v in state.items()}
+        metrics.load_state(reduced)
+    return metrics.compute()
+
+
+def _scalars(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+
+
+def _cleanup(accelerator, run_dir: Path) -> Path:
+    accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return run_dir
