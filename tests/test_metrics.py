@@ -203,6 +203,8 @@ def test_update_accepts_attribute_objects_and_config_vocabulary():
         "modifier_logits": one_hot_logits(batch["modifier"], len(labels.modifiers)),
         "click_xy": torch.zeros(b, t, 2),
     }
+    with pytest.raises(TypeError, match=r"cfg.labels\['keys'\]"):
+        ActionMetrics(labels.actions, labels.keys, labels.modifiers)  # the DictConfig method, not the vocabulary
     m.update(Obj(outputs), Obj(batch))
     r = m.compute()
     assert r["action_per_class_acc"]["hotkey"] == 1.0 and r["key_acc"] == 1.0 and r["n_frames"] == 8

@@ -50,7 +50,7 @@ class Metadata:
     screen_width: int
     screen_height: int
     start: float              # OBS_WEBSOCKET_OUTPUT_STARTED[0]: video time 0 in the event clock
-    scroll_direction: int     # +1, or -1 with macOS natural scrolling (rule 8)
+    scroll_direction: int     # DuckTrack's natural-scrolling flag (-1 on) for replay; labels ignore it (rule 8)
     description: str = ""
     tags: list[str] = field(default_factory=list)
 
@@ -147,7 +147,7 @@ def read_metadata(path: str | Path) -> Metadata:
                                           "(video time 0 in the event clock)") from None
     if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start):
         raise DataFormatError(path, None, f"OBS_WEBSOCKET_OUTPUT_STARTED[0] must be a number, got {start!r}")
-    scroll_direction = obj.get("scroll_direction")
+    scroll_direction = obj.get("scroll_direction", 1)
     if scroll_direction not in (1, -1) or isinstance(scroll_direction, bool):
         raise DataFormatError(path, None, f"'scroll_direction' must be 1 or -1, got {scroll_direction!r}")
     description = obj.get("description") or ""

@@ -41,13 +41,13 @@ def parse_srt(text: str, path: str | Path = "<srt>") -> list[Cue]:
         if not lines[i].strip():
             i += 1
             continue
-        block_start = i
         # A block is: [index line] timing line, text lines, blank line.
-        if not _TIMING.match(lines[i]) and i + 1 < len(lines) and _TIMING.match(lines[i + 1]):
+        if not _TIMING.match(lines[i]) and i + 1 < len(lines) and (
+                lines[i].strip().isdigit() or _TIMING.match(lines[i + 1])):
             i += 1
         match = _TIMING.match(lines[i])
         if match is None:
-            raise DataFormatError(path, block_start + 1,
+            raise DataFormatError(path, i + 1,
                                   f"expected a cue timing 'HH:MM:SS,mmm --> HH:MM:SS,mmm', got {lines[i]!r}")
         g = match.groups()
         start, end = _seconds(*g[:4]), _seconds(*g[4:])

@@ -62,13 +62,13 @@ def default_cache_dir() -> Path:
 def build_tokenizer(text_cfg: Any) -> PreTrainedTokenizerFast:
     """Tokenizer named by `text_cfg.tokenizer` (or `text_cfg` itself when it is a string).
 
-    Optional `text_cfg.tokenizer_cache_dir` overrides where `qwen3_offline` is cached.
+    Optional `text_cfg.tokenizer_cache` overrides where `qwen3_offline` is cached.
     """
     if isinstance(text_cfg, (str, os.PathLike)):
         name, cache_dir = str(text_cfg), None
     else:
         name = _get(text_cfg, "tokenizer")
-        cache_dir = _get(text_cfg, "tokenizer_cache_dir", None)
+        cache_dir = _get(text_cfg, "tokenizer_cache", None)
         if name is None:
             raise ValueError("backbone.text.tokenizer is not set: use `small`, `qwen3_offline`, a hub id or a folder")
         name = str(name)

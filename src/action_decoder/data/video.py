@@ -16,6 +16,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 DEFAULT_READER = "decord"
+# 0 = FFmpeg picks (about one thread per core). Measured faster than 1 thread on the 2-core dev machine,
+# in one process and with 2 DataLoader workers (bench/bench_data.py); with many workers per node,
+# data.decode_threads=1 avoids workers x cores decode threads.
+DEFAULT_THREADS = 0
 
 
 class VideoDecodeError(RuntimeError):
@@ -27,13 +31,11 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"{self.path}: cannot decode video: {reason}")
 
 
-def _read_decord(path: str, indices: list[int]) -> np.ndarray:
+def _read_decord(path: str, indices: list[int], threads: int) -> np.ndarray:
     import decord
 
     try:
-        # One decode thread: parallelism comes from DataLoader workers; decord's auto-threading
-        # per reader oversubscribes the cores once several workers decode at the same time.
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
     except Exception as err:  # decord raises its own DECORDError / RuntimeError kinds
         raise VideoDecodeError(path, f"decord cannot open it ({_first_line(err)})") from err
     try:
@@ -49,7 +51,7 @@ def _read_decord(path: str, indices: list[int]) -> np.ndarray:
     return frames
 
 
-def _read_torchcodec(path: str, indices: list[int]) -> np.ndarray:
+def _read_torchcodec(path: str, indices: list[int], threads: int) -> np.ndarray:
     try:
         from torchcodec.decoders import VideoDecoder
     except Exception as err:  # not installed, or its FFmpeg libraries are missing
@@ -59,7 +61,7 @@ def _read_torchcodec(path: str, indices: list[int]) -> np.ndarray:
         ) from err
     try:
         # exact seek mode scans the file once so frame i is the i-th frame, as with decord.
-        dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1)
+        dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=threads)
     except Exception as err:
         raise VideoDecodeError(path, f"torchcodec cannot open it ({_first_line(err)})") from err
     try:
@@ -75,14 +77,18 @@ def _read_torchcodec(path: str, indices: list[int]) -> np.ndarray:
     return frames
 
 
-READERS: dict[str, Callable[[str, list[int]], np.ndarray]] = {
+READERS: dict[str, Callable[[str, list[int], int], np.ndarray]] = {
     "decord": _read_decord,
     "torchcodec": _read_torchcodec,
 }
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int], reader: str = DEFAULT_READER) -> np.ndarray:
+def read_frames(
+    path: str | os.PathLike, indices: Sequence[int], reader: str = DEFAULT_READER, threads: int = DEFAULT_THREADS
+) -> np.ndarray:
     """Frames `indices` (0-based video frame numbers, any order, repeats allowed) as uint8 RGB [N, H, W, 3].
+
+    `threads`: FFmpeg decode threads per reader; 0 = FFmpeg's automatic choice (decord's default).
 
     Raises VideoDecodeError (with the path) when the file is missing, corrupt, truncated, or an index
     is past its last frame; ImportError when the chosen reader is not installed.
@@ -95,7 +101,7 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], reader: str = D
     idx = [int(i) for i in indices]
     if not idx:
         raise ValueError(f"{path}: read_frames needs at least one frame index")
-    frames = READERS[reader](path, idx)
+    frames = READERS[reader](path, idx, int(threads))
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[3] != 3:
         raise VideoDecodeError(path, f"{reader} returned {frames.dtype} {frames.shape}, expected uint8 [{len(idx)}, H, W, 3]")
     return np.ascontiguousarray(frames)

@@ -20,7 +20,7 @@ to even out the last batch (a few frames at most). For exact counts, gather the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
 
 import torch
@@ -55,6 +55,18 @@ def _get(obj: Any, name: str) -> Any:
     if not hasattr(obj, name):
         raise KeyError(f"missing '{name}' on {type(obj).__name__}")
     return getattr(obj, name)
+
+
+def _names(names: Any, what: str) -> list[str]:
+    """A vocabulary as a list of names, with a pointed error for the easy config slip."""
+    if callable(names):  # `cfg.labels.keys` is DictConfig's dict method, not the key vocabulary
+        raise TypeError(f"{what} is a method, not a list of names: use cfg.labels['keys'] rather than cfg.labels.keys")
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise TypeError(f"{what} must be a list of class names, got {type(names).__name__}")
+    out = [str(n) for n in names]
+    if not out:
+        raise ValueError(f"{what} is empty")
+    return out
 
 
 def _div(num: float, den: float) -> float | None:
@@ -131,11 +143,9 @@ class ActionMetrics:
         modifier_names: Sequence[str],
         click_radius: float = 0.05,
     ) -> None:
-        self.action_names = list(action_names)
-        self.key_names = list(key_names)
-        self.modifier_names = list(modifier_names)
-        if not self.action_names:
-            raise ValueError("action_names is empty")
+        self.action_names = _names(action_names, "action_names")
+        self.key_names = _names(key_names, "key_names")
+        self.modifier_names = _names(modifier_names, "modifier_names")
         self.click_radius = float(click_radius)
         self._has_transcripts = False
         self.reset()

@@ -10,9 +10,10 @@ Targets are resolved here, before peft sees them: every configured target must n
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from torch import nn
 
 ADAPTER = "default"  # peft adapter name; part of every LoRA parameter name in checkpoints
@@ -28,7 +29,9 @@ def resolve_lora_targets(
     if not targets:
         raise ValueError(f"{where} is empty: list the Linear layers to adapt, or set backbone.lora.enabled=false")
     prefix = f"{scope}." if scope else ""
-    linears = {name: mod for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name.startswith(prefix)}
+    linears = {
+        name: mod for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name.startswith(prefix)
+    }
     parents = dict(model.named_modules())
     available = sorted({name.rsplit(".", 1)[-1] for name in linears})
     missing = [t for t in targets if t not in available]
@@ -72,6 +75,9 @@ def apply_lora(
         p.requires_grad_(False)
     config = LoraConfig(r=int(r), lora_alpha=alpha, lora_dropout=float(dropout), target_modules=names, bias="none")
     model = inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    # Adapters of a bf16/fp16 tower are created in its dtype; train them in float32 (as
+    # get_peft_model's autocast_adapter_dtype does): tiny LoRA updates vanish in bf16 rounding.
+    cast_adapter_dtype(model, adapter_name=ADAPTER, autocast_adapter_dtype=True)
     for name, p in model.named_parameters():
         p.requires_grad_(is_lora_parameter(name))
     return model
@@ -79,10 +85,6 @@ def apply_lora(
 
 def is_lora_parameter(name: str) -> bool:
     return ".lora_A." in name or ".lora_B." in name or ".lora_embedding_" in name
-
-
-def lora_parameters(model: nn.Module) -> Iterable[tuple[str, nn.Parameter]]:
-    return ((n, p) for n, p in model.named_parameters() if is_lora_parameter(n))
 
 
 def apply_tower_lora(tower: nn.Module, lora_cfg: Mapping[str, Any], side: str) -> nn.Module:

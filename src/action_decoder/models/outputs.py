@@ -34,8 +34,9 @@ class Outputs:
     token_cell: tuple[float, float]  # patch size in normalized units (from Features)
     frame_features: torch.Tensor  # [B, T, Dd] frame tokens after the temporal/prompt layers
 
+    @property
     def click_xy(self) -> torch.Tensor:
-        """[B, T, 2] predicted click position (see `decode_click_xy`)."""
+        """[B, T, 2] predicted click position (see `decode_click_xy`); computed on access, no grad."""
         return decode_click_xy(self.click_logits, self.token_xy, self.token_cell)
 
 

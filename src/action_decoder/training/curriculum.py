@@ -8,7 +8,8 @@ A stage in `conf/curriculum/*.yaml`:
       loss_weights: {key: 0.0}          # merged onto cfg.model.loss_weights
       train_heads: [action, click]      # heads not listed get loss weight 0 (None = all heads)
 
-`frame_step` subsamples the prepared frames (a lower sampling rate without re-preparing the data).
+`frame_step` subsamples the prepared frames (a lower sampling rate without re-preparing the data;
+applied by ClipDataset).
 """
 from __future__ import annotations
 
@@ -52,13 +53,3 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
 def stage_at(stages: list[Stage], epoch: int) -> Stage:
     return [s for s in stages if s.start_epoch <= epoch][-1]
 
-
-def subsample_episode(episode: dict, step: int) -> dict:
-    """Keep every `step`-th sampled frame of a prepared episode (all per-frame lists alike)."""
-    if step == 1:
-        return episode
-    n = episode["num_frames"]
-    out = {k: (v[::step] if isinstance(v, list) and len(v) == n else v) for k, v in episode.items()}
-    out["num_frames"] = len(out["frame_index"])
-    out["sample_fps"] = episode["sample_fps"] / step
-    return out

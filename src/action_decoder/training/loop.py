@@ -185,7 +185,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
         loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
                              skip_batches=skip)
         n_steps = steps_in_epoch(epoch)
-        train_metrics = ActionMetrics(names.actions, names.keys, names.modifiers, cfg.train.click_radius)
+        train_metrics = ActionMetrics(names["actions"], names["keys"], names["modifiers"], cfg.train.click_radius)
         loss_sums, loss_count = {}, 0
         model.train()
         bar = tqdm(total=n_steps, initial=skip, desc=f"epoch {epoch} [{stage.name}]",
@@ -259,19 +259,21 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
         val_losses, val_summary = validate(model, val_sets[stage.name], loss_fn, cfg, stage, pad_id, epoch, accelerator)
         logger.log({"split": "val", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
                     "stage_index": stage.index, "loss": val_losses, "metrics": _scalars(val_summary)})
-        accelerator.print(f"epoch {epoch}: val action_acc={val_summary['action_acc']:.3f} "
-                          f"macro_f1={val_summary['action_macro_f1']:.3f} click_hit={val_summary['click_hit_rate']:.3f}")
+        accelerator.print(f"epoch {epoch}: val " + "  ".join(
+            f"{k}={_fmt(val_summary.get(k))}" for k in ("action_acc", "action_macro_f1", "click_hit_rate", "key_acc")))
 
+        val_acc = val_summary["action_acc"] if val_summary["action_acc"] is not None else -1.0  # None: empty val split
+        improved = val_acc > state["best_action_acc"]
         trainable = ckpt.gather_trainable_state(accelerator, model)  # collective under ZeRO-3
         metrics_for_ckpt = {"val": _scalars(val_summary), "val_loss": val_losses, "train_loss": mean_losses}
         if accelerator.is_main_process:
             if (epoch + 1) % tc.save_every == 0 or epoch + 1 == tc.epochs:
                 ckpt.save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
                 ckpt.prune_epoch_snapshots(run_dir, tc.keep_last)
-            if val_summary["action_acc"] > state["best_action_acc"]:
+            if improved:
                 ckpt.save_checkpoint(run_dir / "best.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
-        if val_summary["action_acc"] > state["best_action_acc"]:
-            state.update(best_action_acc=val_summary["action_acc"], best_epoch=epoch)
+        if improved:
+            state.update(best_action_acc=val_acc, best_epoch=epoch)
         state.update(epoch=epoch + 1, step_in_epoch=0)
         ckpt.save_resume_state(accelerator, run_dir, state)
 
@@ -283,7 +285,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
 
 @torch.no_grad()
 def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
-    metrics = ActionMetrics(cfg.labels.actions, cfg.labels.keys, cfg.labels.modifiers, cfg.train.click_radius)
+    metrics = ActionMetrics(cfg.labels["actions"], cfg.labels["keys"], cfg.labels["modifiers"], cfg.train.click_radius)
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
     model.eval()
     sums = torch.zeros(0)
@@ -321,6 +323,10 @@ def _reduce_metrics(accelerator, metrics: ActionMetrics) -> dict:
         reduced = {k: accelerator.reduce(v.to(accelerator.device), "sum").cpu() for k, v in state.items()}
         metrics.load_state(reduced)
     return metrics.compute()
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _scalars(summary: dict) -> dict:

@@ -1,0 +1,32 @@
+"""Recordings -> prepared episodes (data/README.md §1-§2).
+
+    python scripts/prepare_data.py                                   # conf/data/synthetic.yaml paths
+    python scripts/prepare_data.py data.recordings_dir=/path/to/recordings data.prepared_dir=/path/out
+
+Writes <prepared_dir>/{train,val,test}.jsonl and summary.json, prints the summary.
+A malformed recording stops the run with `<file>:<line>: <reason>` and exit status 1.
+"""
+from __future__ import annotations
+
+import sys
+
+from action_decoder.config import load_config
+from action_decoder.data.events import DataFormatError
+from action_decoder.data.importer import format_summary, prepare_dataset
+from action_decoder.data.vocab import LabelVocab
+
+
+def main(argv: list[str]) -> int:
+    cfg = load_config(argv)
+    try:
+        summary = prepare_dataset(cfg.data.recordings_dir, cfg.data.prepared_dir, cfg.data.sample_fps,
+                                  cfg.data.val_fraction, cfg.data.test_fraction, LabelVocab.from_config(cfg.labels))
+    except DataFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,32 @@
+"""Check a prepared dataset: videos exist and decode at every sampled frame, per-frame lists have
+num_frames entries, labels are in the vocabulary and follow rule 12, clicks lie in [0, 1].
+
+    python scripts/validate_data.py                                  # cfg.data.prepared_dir
+    python scripts/validate_data.py data.prepared_dir=/path/prepared
+
+Prints every problem as `<split>.jsonl:<line>: <problem>`; exit status 1 if there is any.
+"""
+from __future__ import annotations
+
+import sys
+
+from action_decoder.config import load_config
+from action_decoder.data.validate import validate_prepared
+from action_decoder.data.vocab import LabelVocab
+
+
+def main(argv: list[str]) -> int:
+    cfg = load_config(argv)
+    report = validate_prepared(cfg.data.prepared_dir, LabelVocab.from_config(cfg.labels))
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) in {cfg.data.prepared_dir} "
+              f"({report.episodes} episodes read)", file=sys.stderr)
+        return 1
+    print(f"OK: {report.episodes} episodes, {report.frames} frames in {cfg.data.prepared_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""Recordings (DuckTrack layout) -> prepared episodes `<prepared_dir>/{train,val,test}.jsonl`.
+
+data/README.md §1-§2. `prepare_dataset` is what scripts/prepare_data.py runs; `prepare_recording`
+turns one recording folder into one episode; the labelling rules live in `labels.py`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from action_decoder.data.events import DataFormatError, read_events, read_metadata
+from action_decoder.data.labels import LabelStats, VideoInfo, label_events
+from action_decoder.data.srt import read_srt
+from action_decoder.data.vocab import LabelVocab
+
+SPLITS = ("train", "val", "test")
+REQUIRED_FILES = ("events.jsonl", "metadata.json", "video.mp4")
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame rate and frame count from the container; demuxes packets only if the header has no count."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataFormatError(path, None, "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            frame_count = stream.frames
+            if frame_count <= 0:  # e.g. mkv/webm headers carry no frame count
+                frame_count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except av.error.FFmpegError as err:
+        raise DataFormatError(path, None, f"cannot read video ({err})") from None
+    if not rate or float(rate) <= 0:
+        raise DataFormatError(path, None, "video stream has no frame rate")
+    return VideoInfo(fps=float(rate), frame_count=int(frame_count))
+
+
+def split_of(recording_id: str, val_fraction: float, test_fraction: float) -> str:
+    """Rule 15: sha1(id) mapped to [0, 1); [0, val) -> val, [val, val + test) -> test, else train."""
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction <= 1):
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
+                         "and sum to at most 1")
+    u = int.from_bytes(hashlib.sha1(recording_id.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
+
+
+def read_prompt(rec_dir: Path, description: str) -> str:
+    """task.txt, else metadata description, else README.md (where DuckTrack saves the description)."""
+    task = rec_dir / "task.txt"
+    if task.exists():
+        return task.read_text(encoding="utf-8").strip()
+    if description.strip():
+        return description.strip()
+    readme = rec_dir / "README.md"
+    return readme.read_text(encoding="utf-8").strip() if readme.exists() else ""
+
+
+def prepare_recording(rec_dir: str | Path, recording_id: str, sample_fps: float,
+                      vocab: LabelVocab) -> tuple[dict, LabelStats]:
+    """One recording folder -> (episode dict as written to <split>.jsonl, counts)."""
+    rec_dir = Path(rec_dir).resolve()
+    meta = read_metadata(rec_dir / "metadata.json")
+    events = read_events(rec_dir / "events.jsonl")
+    video_path = rec_dir / "video.mp4"
+    video = probe_video(video_path)
+    srt_path = rec_dir / "narration.srt"
+    cues = read_srt(srt_path) if srt_path.exists() else []
+    labels, stats = label_events(events, meta, video, sample_fps, vocab, cues)
+    episode = {
+        "id": recording_id, "video": str(video_path), "video_fps": video.fps, "sample_fps": float(sample_fps),
+        "num_frames": labels.num_frames, "frame_index": labels.frame_index,
+        "screen": [meta.screen_width, meta.screen_height], "prompt": read_prompt(rec_dir, meta.description),
+        "tags": meta.tags, "action": labels.action, "key": labels.key, "modifier": labels.modifier,
+        "click": labels.click, "transcript": labels.transcript,
+    }
+    return episode, stats
+
+
+def find_recordings(recordings_dir: Path) -> list[tuple[str, Path]]:
+    """(id, folder) of every folder under recordings_dir holding an events.jsonl; id = relative path.
+
+    Hidden folders (editor/notebook caches such as .ipynb_checkpoints) are not recordings."""
+    found = []
+    for path in recordings_dir.rglob("events.jsonl"):
+        rel = path.parent.relative_to(recordings_dir)
+        if not any(part.startswith(".") for part in rel.parts):
+            found.append((rel.as_posix(), path.parent))
+    return sorted(found)
+
+
+def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample_fps: float,
+                    val_fraction: float, test_fraction: float, vocab: LabelVocab,
+                    progress: bool = True) -> dict:
+    """Label every recording, write <prepared_dir>/{train,val,test}.jsonl and summary.json; return the summary.
+
+    Nothing is written unless every recording is well-formed (a malformed one raises DataFormatError).
+    """
+    recordings_dir, prepared_dir = Path(recordings_dir).resolve(), Path(prepared_dir).resolve()
+    if not recordings_dir.is_dir():
+        raise DataFormatError(recordings_dir, None, "recordings folder does not exist")
+    episodes: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    totals = LabelStats()
+    frames_per_action = {s: Counter({a: 0 for a in vocab.actions.names}) for s in SPLITS}
+    skipped: dict[str, str] = {}
+    for rec_id, rec_dir in tqdm(find_recordings(recordings_dir), desc="prepare", unit="rec", disable=not progress):
+        missing = [name for name in REQUIRED_FILES if not (rec_dir / name).exists()]
+        if missing:
+            skipped[rec_id] = f"missing {', '.join(missing)}"
+            warnings.warn(f"{rec_dir}: skipped, missing {', '.join(missing)}", stacklevel=2)
+            continue
+        episode, stats = prepare_recording(rec_dir, rec_id, sample_fps, vocab)
+        if episode["num_frames"] == 0:
+            skipped[rec_id] = "video shorter than one sampled frame"
+            warnings.warn(f"{rec_dir}: skipped, video shorter than one sampled frame", stacklevel=2)
+            continue
+        split = split_of(rec_id, val_fraction, test_fraction)
+        episodes[split].append(episode)
+        frames_per_action[split].update(episode["action"])
+        totals.add(stats)
+
+    summary = {
+        "recordings_dir": str(recordings_dir), "prepared_dir": str(prepared_dir), "sample_fps": float(sample_fps),
+        "recordings": {s: len(episodes[s]) for s in SPLITS},
+        "frames": {s: sum(e["num_frames"] for e in episodes[s]) for s in SPLITS},
+        "frames_per_action": {s: dict(frames_per_action[s]) for s in SPLITS},
+        **totals.as_dict(),
+        "skipped_recordings": skipped,
+    }
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        with open(prepared_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for episode in episodes[split]:
+                f.write(json.dumps(episode, ensure_ascii=False) + "\n")
+    (prepared_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable summary for the prepare_data.py console."""
+    lines = [f"prepared {sum(summary['recordings'].values())} recordings -> {summary['prepared_dir']}"]
+    lines.append("recordings per split: " + ", ".join(f"{s} {n}" for s, n in summary["recordings"].items()))
+    actions = list(next(iter(summary["frames_per_action"].values())))
+    lines.append(f"{'frames per action':<18}" + "".join(f"{s:>9}" for s in SPLITS))
+    for a in actions:
+        lines.append(f"  {a:<16}" + "".join(f"{summary['frames_per_action'][s][a]:>9}" for s in SPLITS))
+    lines.append(f"  {'total':<16}" + "".join(f"{summary['frames'][s]:>9}" for s in SPLITS))
+    for name in ("events", "labelled_events", "dropped_events", "narration"):
+        counts = summary[name]
+        lines.append(f"{name.replace('_', ' ')}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    lines.append(f"middle clicks (ignored): {summary['events'].get('middle_press', 0)}")
+    unknown = summary["unknown_keys"]
+    lines.append("unknown keys -> other: " + (", ".join(f"{k!r} {v}" for k, v in unknown.items()) or "none"))
+    if summary["skipped_recordings"]:
+        lines.append(f"skipped recordings: {len(summary['skipped_recordings'])}")
+        lines += [f"  {k}: {v}" for k, v in summary["skipped_recordings"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,480 @@
+"""Training curves, confusion matrices and LoRA-sweep tables from a run's `metrics.jsonl`.
+
+The metrics log (written by the training loop, one JSON object a line) holds three kinds of records:
+  split "train"       per logged step: epoch, step, stage, lr, loss {total, action, key, modifier, click, ...}
+  split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
+  split "val"         per epoch: validation loss {...} and metrics {...}
+Curriculum stage switches show as the `stage` field changing between epochs; every plot marks them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: training nodes and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+METRICS_FILE = "metrics.jsonl"
+
+# Epoch-level metrics drawn by plot_accuracy, in panel order: (metrics key, panel title).
+# Panels whose key is in no record are left out (e.g. transcript metrics before that head exists).
+ACCURACY_PANELS = (
+    ("action_acc", "Action accuracy"),
+    ("action_macro_f1", "Action macro-F1"),
+    ("click_hit_rate", "Click hit rate"),
+    ("key_acc", "Key accuracy"),
+    ("modifier_acc", "Modifier accuracy"),
+    ("transcript_cer", "Transcript CER (lower is better)"),
+)
+TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Records of a metrics log; `path` is the file or the run directory holding `metrics.jsonl`.
+
+    A malformed line is an error naming file and line, except a cut-off LAST line (a run killed while
+    writing), which is skipped with a warning so the rest of the run still plots.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics log at {path}")
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: skipped cut-off last line ({err.msg})", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{i + 1}: not a JSON object: {err.msg}") from None
+        if not isinstance(rec, dict) or "split" not in rec:
+            raise ValueError(f"{path}:{i + 1}: expected a JSON object with a 'split' field")
+        records.append(rec)
+    return records
+
+
+def _epoch_records(records: Iterable[dict], split: str) -> list[dict]:
+    """One record per epoch of `split`, sorted; a resumed run that logged an epoch twice keeps the last."""
+    by_epoch: dict[int, dict] = {}
+    for rec in records:
+        if rec.get("split") == split and rec.get("epoch") is not None:
+            by_epoch[int(rec["epoch"])] = rec
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _step_records(records: Iterable[dict]) -> list[dict]:
+    """Per-step training records sorted by step; a step logged twice (resume) keeps the last."""
+    by_step: dict[int, dict] = {}
+    for rec in records:
+        if rec.get("split") == "train" and rec.get("step") is not None:
+            by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def stage_switches(records: Iterable[dict]) -> list[tuple[int, str]]:
+    """(first epoch, stage name) of each curriculum stage, in order, from the epoch-level records."""
+    epochs = _epoch_records(records, "val") or _epoch_records(records, "train_epoch")
+    spans = _stage_spans([(r["epoch"], r.get("stage")) for r in epochs])
+    return [(math.ceil(x), name) for x, name in spans]
+
+
+def _stage_spans(points: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
+    """(x where the stage starts, name) for each run of equal stage names along sorted (x, stage) points.
+    A switch is placed halfway between the last point of one stage and the first of the next."""
+    spans: list[tuple[float, str]] = []
+    prev_x = None
+    for x, stage in points:
+        if stage is None:
+            continue
+        if not spans or spans[-1][1] != stage:
+            start = x if prev_x is None else (prev_x + x) / 2
+            spans.append((start, stage))
+        prev_x = x
+    return spans
+
+
+def _mark_stages(axes: Sequence[plt.Axes], spans: list[tuple[float, str]]) -> None:
+    """Vertical lines at stage switches and each stage's name at the top of its span."""
+    if len(spans) < 2 and not (spans and spans[0][1] not in (None, "main")):
+        return  # a single default stage: nothing worth marking
+    for ax in axes:
+        for i, (x, name) in enumerate(spans):
+            if i > 0:
+                ax.axvline(x, color="0.35", linestyle=":", linewidth=1.2, zorder=1)
+            ax.annotate(
+                f" {name}",
+                xy=(x, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -3),
+                textcoords="offset points",
+                va="top",
+                ha="left",
+                fontsize=8,
+                color="0.3",
+                style="italic",
+            )
+
+
+def _values(records: Sequence[dict], field: str, key: str) -> tuple[list[float], list[float]]:
+    """(x, y) of records[i][field][key] over epoch records, skipping missing / null values."""
+    xs, ys = [], []
+    for rec in records:
+        v = (rec.get(field) or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            xs.append(rec["epoch"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def _finish_axis(ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+
+
+def _run_title(records: Sequence[dict], default: str) -> str:
+    name = next((r.get("run") for r in records if r.get("run")), None)
+    return f"{default} — {name}" if name else default
+
+
+def _integer_epochs(ax: plt.Axes, epochs: Sequence[int]) -> None:
+    """Whole-epoch ticks, with half an epoch of room either side (a one-epoch run is one point)."""
+    lo, hi = min(epochs), max(epochs)
+    ax.set_xlim(lo - 0.5, hi + 0.5)
+    if hi - lo <= 20:
+        ax.set_xticks(range(lo, hi + 1))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+# ------------------------------------------------------------------------------------ curves
+def plot_accuracy(records: Sequence[dict], out_png: str | os.PathLike, title: str | None = None) -> Path:
+    """Train (dashed) and validation (solid) metrics per epoch, one panel per metric present,
+    curriculum stage switches marked. Returns the written path."""
+    train = _epoch_records(records, "train_epoch")
+    val = _epoch_records(records, "val")
+    panels = [
+        (key, name)
+        for key, name in ACCURACY_PANELS
+        if any(_values(recs, "metrics", key)[0] for recs in (train, val))
+    ]
+    if not panels:
+        raise ValueError("no epoch metrics (train_epoch / val records with 'metrics') to plot")
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 3.6 * nrows), squeeze=False, sharex=True)
+    flat = list(axes.flat)
+    for ax in flat[len(panels) :]:
+        ax.remove()
+    flat = flat[: len(panels)]
+    baseline = next(
+        (r["metrics"].get("action_majority_acc") for r in reversed(val) if (r.get("metrics") or {}).get("action_majority_acc") is not None),
+        None,
+    )
+    for ax, (key, name) in zip(flat, panels):
+        for recs, label, color, style in ((train, "train", TRAIN_COLOR, "--"), (val, "validation", VAL_COLOR, "-")):
+            xs, ys = _values(recs, "metrics", key)
+            if xs:
+                ax.plot(xs, ys, style, color=color, marker="o", markersize=4, label=label)
+        if key == "action_acc" and baseline is not None:
+            ax.axhline(baseline, color="0.5", linestyle="-.", linewidth=1, label="majority class (val)")
+        if not key.startswith("transcript"):
+            ax.set_ylim(-0.02, 1.05)
+        _finish_axis(ax, "epoch", key.split("_", 1)[1].replace("_", " ") if "_" in key else key, name)
+        _integer_epochs(ax, [int(r["epoch"]) for r in (*train, *val)])
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    for ax in flat:
+        ax.xaxis.set_tick_params(labelbottom=True)
+    points = [(r["epoch"], r.get("stage")) for r in (val or train)]
+    _mark_stages(flat, _stage_spans(points))
+    fig.suptitle(title or _run_title(records, "Accuracy per epoch"), fontsize=13)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def plot_loss(records: Sequence[dict], out_png: str | os.PathLike, title: str | None = None) -> Path:
+    """Top: total loss over optimizer steps (train per step, light; train epoch mean; validation per
+    epoch). Bottom: each head's loss (train epoch mean dashed, validation solid). Stage switches marked.
+    Log scale when the losses span more than a decade. Returns the written path."""
+    steps = _step_records(records)
+    train_ep = _epoch_records(records, "train_epoch")
+    val = _epoch_records(records, "val")
+    if not (steps or train_ep or val):
+        raise ValueError("no train / train_epoch / val records to plot")
+    fig, (ax_total, ax_heads) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+
+    def series(recs: Sequence[dict], head: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for rec in recs:
+            v = (rec.get("loss") or {}).get(head)
+            if isinstance(v, (int, float)) and math.isfinite(v) and rec.get("step") is not None:
+                xs.append(rec["step"])
+                ys.append(float(v))
+        return xs, ys
+
+    xs, ys = series(steps, "total")
+    if xs:
+        ax_total.plot(xs, ys, color=TRAIN_COLOR, alpha=0.3, linewidth=0.8, label="train (per step)")
+    xs, ys = series(train_ep, "total")
+    if xs:
+        ax_total.plot(xs, ys, "--", color=TRAIN_COLOR, marker="o", markersize=4, label="train (epoch mean)")
+    xs, ys = series(val, "total")
+    if xs:
+        ax_total.plot(xs, ys, "-", color=VAL_COLOR, marker="o", markersize=4, label="validation")
+    _finish_axis(ax_total, "", "loss", "Total loss")
+    # Legends sit right of the panels: stage names run along the top and curves fill the rest.
+    ax_total.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
+
+    heads = []
+    for rec in [*steps, *train_ep, *val]:
+        for head in rec.get("loss") or {}:
+            if head != "total" and head not in heads:
+                heads.append(head)
+    colors = plt.get_cmap("tab10")
+    # Per-epoch train means when logged; otherwise the per-step values stand in for them.
+    train_heads = train_ep if train_ep else steps
+    for i, head in enumerate(heads):
+        color = colors(i % 10)
+        xs, ys = series(train_heads, head)
+        if xs:
+            ax_heads.plot(xs, ys, "--", color=color, marker="o" if train_ep else None, markersize=3, alpha=0.8)
+        xs, ys = series(val, head)
+        if xs:
+            ax_heads.plot(xs, ys, "-", color=color, marker="o", markersize=4)
+    # Legend: one entry per head (colour) plus the two line styles.
+    handles = [plt.Line2D([], [], color=colors(i % 10), linewidth=2, label=h) for i, h in enumerate(heads)]
+    handles += [
+        plt.Line2D([], [], color="0.3", linestyle="--", label="train" + (" (epoch mean)" if train_ep else "")),
+        plt.Line2D([], [], color="0.3", linestyle="-", marker="o", markersize=4, label="validation"),
+    ]
+    if heads:
+        ax_heads.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
+    _finish_axis(ax_heads, "optimizer step", "loss", "Loss per head")
+    for ax in (ax_total, ax_heads):
+        _maybe_log(ax)
+
+    points = sorted(
+        [(r["step"], r.get("stage")) for r in [*steps, *train_ep, *val] if r.get("step") is not None],
+        key=lambda p: p[0],
+    )
+    _mark_stages((ax_total, ax_heads), _stage_spans(points))
+    _add_epoch_axis(ax_total, val or train_ep)
+    fig.suptitle(title or _run_title(records, "Loss"), fontsize=13)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _maybe_log(ax: plt.Axes) -> None:
+    ys = np.concatenate([line.get_ydata() for line in ax.get_lines()] or [np.zeros(0)]).astype(float)
+    ys = ys[np.isfinite(ys)]
+    if ys.size and ys.min() > 0 and ys.max() / ys.min() > 10:
+        ax.set_yscale("log")
+
+
+def _add_epoch_axis(ax: plt.Axes, epoch_records: Sequence[dict]) -> None:
+    """Epoch numbers along the top of a step-based plot, at the step where each epoch ended."""
+    marks = [(r["step"], r["epoch"]) for r in epoch_records if r.get("step") is not None]
+    if not marks:
+        return
+    if len(marks) > 15:  # keep the labels readable on long runs
+        every = math.ceil(len(marks) / 15)
+        marks = marks[::every]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([s for s, _ in marks], labels=[f"ep {e}" for _, e in marks], fontsize=8, color="0.35")
+    top.tick_params(axis="x", colors="0.35", length=3)
+
+
+# ----------------------------------------------------------------------------------- confusion
+def plot_confusion(
+    confusion: Sequence[Sequence[float]] | np.ndarray,
+    class_names: Sequence[str],
+    out_png: str | os.PathLike,
+    title: str = "Action confusion (rows: target, normalized per row)",
+    hide_empty: bool = False,
+) -> Path:
+    """Row-normalized confusion matrix (rows = target) with counts written in the cells.
+
+    hide_empty: drop classes with neither targets nor predictions (use for the key vocabulary, where
+    most of ~120 classes never occur in a split). Rows without targets are drawn blank.
+    """
+    cm = np.asarray(confusion, dtype=float)
+    names = list(class_names)
+    if cm.ndim != 2 or cm.shape != (len(names), len(names)):
+        raise ValueError(f"confusion must be [{len(names)}, {len(names)}], got {list(cm.shape)}")
+    if hide_empty:
+        keep = (cm.sum(0) + cm.sum(1)) > 0
+        cm, names = cm[keep][:, keep], [n for n, k in zip(names, keep) if k]
+    names = [name if name.strip() else "space" for name in names]  # the key ' ' would be an invisible label
+    n = len(names)
+    row = cm.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(row > 0, cm / np.where(row > 0, row, 1), np.nan)
+    size = max(4.5, 0.55 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    cmap = plt.get_cmap("Blues").with_extremes(bad="0.92")  # grey rows: no targets
+    im = ax.imshow(norm, cmap=cmap, vmin=0, vmax=1)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("share of the target row")
+    labels = [f"{name} ({int(r)})" for name, r in zip(names, row[:, 0])]
+    ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("target (frames)")
+    ax.set_title(title, fontsize=11)
+    if n <= 30:  # beyond that the numbers overlap; colours still read
+        fontsize = 9 if n <= 12 else 7
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j] == 0:
+                    continue
+                dark = np.isfinite(norm[i, j]) and norm[i, j] > 0.55
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if dark else "0.15")
+    ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------- sweeps
+def find_run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every folder under `root` (itself included) that holds a metrics log: the runs of a sweep."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob(METRICS_FILE))
+
+
+def read_overrides(run_dir: str | os.PathLike) -> dict[str, str]:
+    """The command-line overrides of a Hydra run (`.hydra/overrides.yaml`), as {key: value}; {} if none."""
+    import yaml
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    items = yaml.safe_load(path.read_text()) or []
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected a list of 'key=value' overrides")
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"{path}: override '{item}' has no '='")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def sweep_table(run_dirs: Iterable[str | os.PathLike], metric: str = "action_acc") -> list[dict]:
+    """One row per run: run dir, its overrides, and the validation epoch with the best `metric`
+    (ties: the earliest) with that epoch's action acc, macro-F1 and click hit rate.
+
+    Rows are sorted best first; runs without a metrics log or validation records are kept (at the
+    end, with a `status`) so a crashed sweep member is visible rather than missing.
+    """
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        row: dict[str, Any] = {
+            "run": str(run_dir),
+            "overrides": read_overrides(run_dir),
+            "best_epoch": None,
+            "val_epochs": 0,
+            "action_acc": None,
+            "action_macro_f1": None,
+            "click_hit_rate": None,
+            "status": "ok",
+        }
+        if not (run_dir / METRICS_FILE).is_file():
+            row["status"] = "no metrics.jsonl"
+            rows.append(row)
+            continue
+        val = [r for r in _epoch_records(read_metrics(run_dir), "val") if (r.get("metrics") or {}).get(metric) is not None]
+        row["val_epochs"] = len(val)
+        if not val:
+            row["status"] = "no validation epoch"
+            rows.append(row)
+            continue
+        best = max(val, key=lambda r: (r["metrics"][metric], -r["epoch"]))
+        row["best_epoch"] = best["epoch"]
+        for key in ("action_acc", "action_macro_f1", "click_hit_rate"):
+            row[key] = best["metrics"].get(key)
+        if metric not in row:
+            row[metric] = best["metrics"][metric]
+        rows.append(row)
+    rows.sort(key=lambda r: (r.get(metric) is None, -(r.get(metric) or 0.0)))
+    return rows
+
+
+def write_sweep_table(rows: Sequence[dict], out_md: str | os.PathLike) -> Path:
+    """Markdown table of `sweep_table` rows: one column per override that differs between runs
+    (overrides shared by all runs are listed once above the table). Returns the written path."""
+    all_keys: list[str] = []
+    for row in rows:
+        for key in row["overrides"]:
+            if key not in all_keys:
+                all_keys.append(key)
+    varying = [k for k in all_keys if len({r["overrides"].get(k) for r in rows}) > 1]
+    shared = {k: rows[0]["overrides"][k] for k in all_keys if k not in varying}
+    runs = [Path(r["run"]) for r in rows]
+    base = Path(os.path.commonpath(runs)) if len(runs) > 1 else None
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v).replace("|", "\\|")
+
+    header = ["run", *varying, "best val action acc", "macro-F1", "click hit rate", "best epoch", "val epochs", "status"]
+    lines = []
+    lines.append("# Sweep summary")
+    lines.append("")
+    if base is not None:
+        lines.append(f"Runs under `{base}`, best validation epoch by action accuracy, best first.")
+    if shared:
+        lines.append("Shared overrides: " + ", ".join(f"`{k}={v}`" for k, v in shared.items()) + ".")
+    lines.append("")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---"] * len(varying) + ["---:"] * 5 + ["---"]) + "|")
+    for row, run in zip(rows, runs):
+        name = str(run.relative_to(base)) if base is not None and run != base else str(run)
+        cells = [
+            f"`{name}`",
+            *(fmt(row["overrides"].get(k)) for k in varying),
+            fmt(row["action_acc"]),
+            fmt(row["action_macro_f1"]),
+            fmt(row["click_hit_rate"]),
+            fmt(row["best_epoch"]),
+            fmt(row["val_epochs"]),
+            row["status"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    out = Path(out_md)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out

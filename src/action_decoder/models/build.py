@@ -1,0 +1,128 @@
+"""`build_model(cfg, tokenizer)`: config tree -> towers + LoRA + decoder, checked at build time.
+
+`cfg.backbone` picks the towers (tiny random init, or the published OneVision encoder and
+Qwen3-4B), `cfg.backbone.lora` the adapters, `cfg.model` the decoder, `cfg.labels` the head sizes.
+With `empty_weights=True` everything is built on the meta device from the config sizes alone
+(no download, no memory): for counting parameters and checkpoint sizes.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Mapping
+
+import torch
+from accelerate import init_empty_weights
+from omegaconf import DictConfig, OmegaConf
+
+from .lora import apply_tower_lora
+from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from .original import DecoderConfig, OneVisionTaskAwareActionDecoder
+from .text_encoder import build_text_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODELS = ("original",)
+# backbone.vision keys that are OneVisionEncoderConfig fields.
+VISION_ARCH_KEYS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+    "image_size", "layer_norm_type", "layer_norm_eps", "rope_theta", "use_head", "hidden_act",
+)
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def vision_config_from_cfg(vision_cfg: Mapping[str, Any]) -> OneVisionEncoderConfig:
+    """OneVisionEncoderConfig from `backbone.vision` (its own checks name the head-size rule)."""
+    fields = {k: vision_cfg[k] for k in VISION_ARCH_KEYS if vision_cfg.get(k) is not None}
+    try:
+        config = OneVisionEncoderConfig(**fields)
+    except ValueError as err:
+        raise ValueError(f"backbone.vision: {err}") from None
+    if config.image_size % config.patch_size:
+        raise ValueError(
+            f"backbone.vision.image_size={config.image_size} is not a multiple of patch_size={config.patch_size}: "
+            "the right/bottom strip would be dropped; pick a multiple"
+        )
+    return config
+
+
+def build_vision_model(
+    vision_cfg: Mapping[str, Any], dtype: torch.dtype, *, pretrained: bool, gradient_checkpointing: bool
+) -> OneVisionEncoder:
+    config = vision_config_from_cfg(vision_cfg)
+    name = vision_cfg.get("name_or_path")
+    if pretrained and name:
+        model = OneVisionEncoder.from_pretrained(name, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
+        _check_same_sizes("backbone.vision", config, model.config, ("hidden_size", "num_hidden_layers", "patch_size"))
+        return model
+    return OneVisionEncoder(config, gradient_checkpointing=gradient_checkpointing).to(dtype)
+
+
+def _check_same_sizes(where: str, want: Any, got: Any, keys: tuple[str, ...]) -> None:
+    """The config sizes are what count_parameters reports and what image_size assumes: keep them honest."""
+    diff = [f"{k}: config {getattr(want, k)} vs checkpoint {getattr(got, k)}" for k in keys
+            if getattr(want, k) != getattr(got, k)]
+    if diff:
+        raise ValueError(f"{where} sizes disagree with the loaded checkpoint ({'; '.join(diff)}); fix the config")
+
+
+def build_model(
+    cfg: Mapping[str, Any], tokenizer: Any | None, *, empty_weights: bool = False
+) -> OneVisionTaskAwareActionDecoder:
+    """The decoder named by `cfg.model.name` over the backbone `cfg.backbone`.
+
+    tokenizer: from `action_decoder.data.tokenizer.build_tokenizer(cfg.backbone.text)`; a random-init
+    Qwen3 takes `len(tokenizer)` as its vocabulary size. May be None only when
+    `backbone.text.vocab_size` is set (e.g. counting parameters of the real config).
+    """
+    backbone, model_cfg = _plain(cfg["backbone"]), _plain(cfg["model"])
+    labels = _plain(cfg["labels"])
+    if model_cfg.get("name") not in MODELS:
+        raise ValueError(f"model.name={model_cfg.get('name')!r}; build_model knows {list(MODELS)}")
+    if str(backbone.get("dtype", "float32")) not in DTYPES:
+        raise ValueError(f"backbone.dtype={backbone.get('dtype')!r}; expected one of {list(DTYPES)}")
+    dtype = DTYPES[str(backbone.get("dtype", "float32"))]
+    decoder_cfg = DecoderConfig.from_cfg(model_cfg)
+    vision_config = vision_config_from_cfg(backbone["vision"])
+    per_frame = (vision_config.image_size // vision_config.patch_size) ** 2
+    if decoder_cfg.visible_tokens is not None and decoder_cfg.visible_tokens > per_frame:
+        raise ValueError(
+            f"model.visible_tokens={decoder_cfg.visible_tokens} but a {vision_config.image_size}px frame has only "
+            f"{per_frame} patches of {vision_config.patch_size}px: use at most {per_frame} (or null = all)"
+        )
+    checkpointing = bool(backbone.get("gradient_checkpointing", False))
+
+    with init_empty_weights() if empty_weights else nullcontext():
+        # Random-init towers are drawn from their own seed, not the global RNG: a checkpoint holds
+        # only what trains, so reloading it must meet the very same frozen towers in any process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(backbone.get("init_seed", 0)))
+            vision = build_vision_model(
+                backbone["vision"], dtype, pretrained=not empty_weights, gradient_checkpointing=checkpointing
+            )
+            text_cfg = dict(backbone["text"])
+            if empty_weights:
+                text_cfg["name_or_path"] = None  # sizes from the config, nothing loaded
+            text = build_text_model(text_cfg, tokenizer, dtype=dtype)
+        lora_cfg = backbone.get("lora", {"enabled": False})
+        vision = apply_tower_lora(vision, lora_cfg, "vision")
+        text = apply_tower_lora(text, lora_cfg, "text")
+        model = OneVisionTaskAwareActionDecoder(
+            vision,
+            text,
+            decoder_cfg,
+            num_actions=len(labels["actions"]),
+            num_keys=len(labels["keys"]),
+            num_modifiers=len(labels["modifiers"]),
+        )
+    # accelerate's init_empty_weights re-creates every Parameter assigned inside it, which undoes
+    # the LM-head/embedding tie; tie again outside it (a no-op when already tied).
+    model.text.tie_weights()
+    if checkpointing:
+        # Non-reentrant: the frozen embeddings' outputs need no grad, LoRA inside still gets one.
+        if hasattr(text, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            text.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            text.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model

@@ -1,0 +1,72 @@
+"""Outputs + batch -> named losses and their weighted total (DESIGN.md §4).
+
+- action / key / modifier: cross-entropy per frame, frames labelled -100 ignored. A head with no
+  valid frame in the batch (e.g. no key presses) contributes an exact 0 that is still attached
+  to the graph (so DDP sees a gradient for every parameter), never NaN.
+- click: cross-entropy over the frame's visible tokens, only on frames with a click target.
+  Target = the visible token whose centre is nearest to the click (click_sigma = 0), or a
+  Gaussian over all visible tokens, exp(-d^2 / 2 sigma^2) normalised, with d the distance from
+  the click to each token centre in normalized screen units (click_sigma > 0): neighbours of
+  the true token are penalised less than far-away tokens.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .outputs import Outputs
+
+IGNORE_INDEX = -100  # label of a frame where a head does not apply (data/README.md §3)
+LOSS_NAMES = ("action", "key", "modifier", "click")
+
+
+class ActionLoss(nn.Module):
+    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0) -> None:
+        super().__init__()
+        unknown = sorted(set(weights) - set(LOSS_NAMES))
+        if unknown:
+            raise ValueError(f"model.loss_weights has unknown entries {unknown}; known: {list(LOSS_NAMES)}")
+        self.weights = {name: float(weights.get(name, 1.0)) for name in LOSS_NAMES}
+        if click_sigma < 0:
+            raise ValueError(f"model.click_sigma={click_sigma} must be >= 0 (0 = hard nearest-token target)")
+        self.click_sigma = float(click_sigma)
+
+    def forward(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = {
+            "action": masked_cross_entropy(outputs.action_logits, batch["action"]),
+            "key": masked_cross_entropy(outputs.key_logits, batch["key"]),
+            "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"]),
+            "click": self.click_loss(outputs.click_logits, outputs.token_xy, batch["click_xy"], batch["click_mask"]),
+        }
+        losses["total"] = sum(self.weights[name] * losses[name] for name in LOSS_NAMES)
+        return losses
+
+    def click_loss(
+        self, click_logits: torch.Tensor, token_xy: torch.Tensor, click_xy: torch.Tensor, click_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """click_logits [B, T, N], token_xy [B, T, N, 2], click_xy [B, T, 2], click_mask [B, T]."""
+        mask = click_mask.bool()
+        if not mask.any():
+            return click_logits.sum() * 0.0
+        logits = click_logits[mask].float()  # [M, N]
+        dist2 = (token_xy[mask].float() - click_xy[mask].float().unsqueeze(1)).square().sum(-1)  # [M, N]
+        if self.click_sigma > 0:
+            target = torch.softmax(-dist2 / (2 * self.click_sigma**2), dim=-1)
+            return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return F.cross_entropy(logits, dist2.argmin(dim=-1))
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CE over frames whose target is not -100; 0 (attached to the graph) when there are none."""
+    valid = target != IGNORE_INDEX
+    if not valid.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[valid].float(), target[valid])
+
+
+def build_loss(model_cfg: Mapping[str, Any]) -> ActionLoss:
+    """`ActionLoss` from `cfg.model` (loss_weights, click_sigma)."""
+    return ActionLoss(dict(model_cfg["loss_weights"]), float(model_cfg.get("click_sigma", 0.0)))

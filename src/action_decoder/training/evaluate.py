@@ -1,0 +1,49 @@
+"""Evaluate a checkpoint on a split with the same validation code and metrics the training loop uses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from action_decoder.data.clips import build_clip_dataset
+from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.models.build import build_model
+from action_decoder.models.losses import ActionLoss
+from action_decoder.training.checkpoint import load_checkpoint
+from action_decoder.training.curriculum import build_stages
+from action_decoder.training.loop import validate
+
+
+def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
+    """(model, tokenizer, cfg, ckpt): the model rebuilt from the checkpoint's own config, weights loaded strictly."""
+    ckpt = load_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["config"])
+    cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in (data_overrides or {}).items() if v is not None})
+    tokenizer = build_tokenizer(cfg.backbone.text)
+    model = build_model(cfg, tokenizer)
+    model.load_trainable_state_dict(ckpt["state"])
+    return model, tokenizer, cfg, ckpt
+
+
+def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
+                        out_dir: str | Path | None = None) -> tuple[dict, Path]:
+    """Write `<out_dir>/eval.json` (default `<checkpoint dir>/eval/<checkpoint>_<split>/`) and return it."""
+    path = Path(path)
+    model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
+    cfg.train.max_val_steps = None  # evaluate the whole split
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = accelerator.prepare(model)
+    stage = next((s for s in build_stages(cfg) if s.name == ckpt["stage"]), build_stages(cfg)[-1])
+    dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data)
+    losses, summary = validate(model, dataset, ActionLoss(stage.loss_weights, cfg.model.click_sigma), cfg, stage,
+                               tokenizer.pad_token_id, 0, accelerator)
+    result = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "stage": ckpt["stage"],
+              "num_clips": len(dataset), "skipped_clips": getattr(dataset, "skipped", 0),
+              "loss": losses, "metrics": summary}
+    out_dir = Path(out_dir) if out_dir else path.parent / "eval" / f"{path.stem}_{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    return result, out_dir
