@@ -77,3 +77,19 @@ def test_config_default_is_small():
 def test_missing_tokenizer_key_is_a_clear_error():
     with pytest.raises(ValueError, match="backbone.text.tokenizer is not set"):
         build_tokenizer({"tokenizer": None})
+
+
+def test_saved_small_and_foreign_tokenizers_get_pad_and_eof(tmp_path):
+    build_tokenizer("small").save_pretrained(tmp_path / "small")
+    tok = build_tokenizer(str(tmp_path / "small"))
+    assert tok("ab c", add_special_tokens=False)["input_ids"] == build_tokenizer("small")("ab c", add_special_tokens=False)["input_ids"]
+    assert (tok.pad_token_id, tok.eof_token_id) == (0, 3)
+    # A folder tokenizer with neither pad nor an end-of-frame marker gets both (pad = its eos).
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    core = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<unk>": 2, "</s>": 3}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>", unk_token="<unk>").save_pretrained(tmp_path / "wl")
+    tok = build_tokenizer(str(tmp_path / "wl"))
+    assert tok.pad_token == "</s>" and tok.eof_token == "<|eof|>" and tok.eof_token_id == 4
+    assert tok("a <|eof|> b", add_special_tokens=False)["input_ids"] == [0, 4, 1]

@@ -15,7 +15,6 @@ Every tokenizer has a pad token and an end-of-frame marker, reachable as `tokeni
 from __future__ import annotations
 
 import os
-import string
 import time
 from pathlib import Path
 from typing import Any
@@ -157,8 +156,7 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     # Any other tokenizer: add what is missing as special tokens (new embedding rows on the model side).
     if tok.pad_token is None:
         tok.add_special_tokens({"pad_token": tok.eos_token or "<|pad|>"})
-    eof = getattr(tok, "eof_token", None) if "eof_token" in tok.init_kwargs else None
-    if eof is None:
+    if getattr(tok, "eof_token", None) is None:
         tok.add_special_tokens({"extra_special_tokens": [SMALL_EOF]}, replace_extra_special_tokens=False)
         tok._set_model_specific_special_tokens(special_tokens={"eof_token": SMALL_EOF})
     return tok

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,6 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # The published large checkpoint on the hub.
 LARGE_HUB_ID = "lmms-lab-encoder/onevision-encoder-large-lang"
-
-# peft `target_modules` regex for LoRA on the encoder layers only. A plain name list such as
-# ["q_proj", "out_proj", ...] would also match `head.attention.out_proj`, which
-# nn.MultiheadAttention reads as a raw weight, so its LoRA delta would be silently ignored.
-LORA_TARGET_MODULES = r".*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
 
 _ACTIVATIONS = {
     # The reference's "gelu" is the exact erf GELU (tanh moves fixture outputs by ~6e-4).
@@ -288,6 +282,8 @@ class OneVisionPoolingHead(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.probe = nn.Parameter(torch.randn(1, 1, D))
+        # LoRA note: MultiheadAttention reads out_proj.weight directly, so a peft wrapper on
+        # head.attention.out_proj would get no gradient; models/lora.py scopes targets around it.
         self.attention = nn.MultiheadAttention(D, config.num_attention_heads, batch_first=True)
         self.norm = nn.RMSNorm(D, eps=config.layer_norm_eps)  # always RMSNorm, whatever layer_norm_type
         self.mlp = OneVisionMLP(config)

@@ -6,12 +6,13 @@ rank), which makes a resumed run continue on exactly the batches an uninterrupte
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import signal
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
@@ -90,9 +91,12 @@ def to_device(batch: dict, device) -> dict:
 
 
 def select(obj, mask: torch.Tensor):
-    """Rows of every batch-leading tensor in a dict / dataclass where `mask` is True."""
-    items = obj.items() if isinstance(obj, dict) else vars(obj).items()
-    return SimpleNamespace(**{k: (v[mask] if torch.is_tensor(v) and v.shape[:1] == mask.shape else v) for k, v in items})
+    """Rows where `mask` is True of every batch-leading tensor of a batch dict or an Outputs dataclass."""
+    def pick(v):
+        return v[mask] if torch.is_tensor(v) and v.shape[:1] == mask.shape else v
+    if isinstance(obj, dict):
+        return {k: pick(v) for k, v in obj.items()}
+    return dataclasses.replace(obj, **{f.name: pick(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -109,7 +113,8 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     # ======================= setup =======================
     tc = cfg.train
-    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]  # no NCCL on CPU
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if multi_cpu else []  # accelerate leaves it unset without a GPU
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.grad_accum,
@@ -240,7 +245,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
                 logger.log({"split": "train", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
                             "stage_index": stage.index, "lr": scheduler.get_last_lr()[-1],
                             "loss": {k: float(v.detach()) for k, v in losses.items()}, "clips_per_s": rate})
-                bar.set_postfix(loss=f"{float(losses['total']):.3f}", clips_s=f"{rate or 0:.1f}")
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", clips_s=f"{rate or 0:.1f}")
                 t_log, clips_since_log = time.perf_counter(), 0
             if any_stop:
                 state.update(epoch=epoch, step_in_epoch=step_in_epoch)
