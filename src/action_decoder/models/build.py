@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from .lora import apply_tower_lora
 from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from .original import DecoderConfig, OneVisionTaskAwareActionDecoder
+from .parallel import ParallelConfig, ParallelHeadsDecoder
 from .text_encoder import build_text_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MODELS = ("original",)
+MODELS = ("original", "parallel")
 # backbone.vision keys that are OneVisionEncoderConfig fields.
 VISION_ARCH_KEYS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
@@ -69,7 +70,7 @@ def _check_same_sizes(where: str, want: Any, got: Any, keys: tuple[str, ...]) ->
 
 def build_model(
     cfg: Mapping[str, Any], tokenizer: Any | None, *, empty_weights: bool = False
-) -> OneVisionTaskAwareActionDecoder:
+) -> OneVisionTaskAwareActionDecoder | ParallelHeadsDecoder:
     """The decoder named by `cfg.model.name` over the backbone `cfg.backbone`.
 
     tokenizer: from `action_decoder.data.tokenizer.build_tokenizer(cfg.backbone.text)`; a random-init
@@ -83,7 +84,8 @@ def build_model(
     if str(backbone.get("dtype", "float32")) not in DTYPES:
         raise ValueError(f"backbone.dtype={backbone.get('dtype')!r}; expected one of {list(DTYPES)}")
     dtype = DTYPES[str(backbone.get("dtype", "float32"))]
-    decoder_cfg = DecoderConfig.from_cfg(model_cfg)
+    parallel = model_cfg["name"] == "parallel"
+    decoder_cfg = (ParallelConfig if parallel else DecoderConfig).from_cfg(model_cfg)
     vision_config = vision_config_from_cfg(backbone["vision"])
     per_frame = (vision_config.image_size // vision_config.patch_size) ** 2
     if decoder_cfg.visible_tokens is not None and decoder_cfg.visible_tokens > per_frame:
@@ -108,14 +110,12 @@ def build_model(
         lora_cfg = backbone.get("lora", {"enabled": False})
         vision = apply_tower_lora(vision, lora_cfg, "vision")
         text = apply_tower_lora(text, lora_cfg, "text")
-        model = OneVisionTaskAwareActionDecoder(
-            vision,
-            text,
-            decoder_cfg,
-            num_actions=len(labels["actions"]),
-            num_keys=len(labels["keys"]),
-            num_modifiers=len(labels["modifiers"]),
-        )
+        sizes = dict(num_actions=len(labels["actions"]), num_keys=len(labels["keys"]),
+                     num_modifiers=len(labels["modifiers"]))
+        if parallel:  # the transcript decoder needs the tokenizer's eof/pad ids and decodes with it
+            model = ParallelHeadsDecoder(vision, text, decoder_cfg, **sizes, tokenizer=tokenizer)
+        else:
+            model = OneVisionTaskAwareActionDecoder(vision, text, decoder_cfg, **sizes)
     # accelerate's init_empty_weights re-creates every Parameter assigned inside it, which undoes
     # the LM-head/embedding tie; tie again outside it (a no-op when already tied).
     model.text.tie_weights()

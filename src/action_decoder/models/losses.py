@@ -8,6 +8,10 @@
   Gaussian over all visible tokens, exp(-d^2 / 2 sigma^2) normalised, with d the distance from
   the click to each token centre in normalized screen units (click_sigma > 0): neighbours of
   the true token are penalised less than far-away tokens.
+- transcript (model=parallel): next-token CE of the Qwen LM head on each frame's transcript tokens
+  and its end-of-frame marker, mean over those tokens; prompt and visual positions are never
+  targets (the model only computes logits at predicting positions). Absent from the result when the
+  outputs carry no transcript logits (model=original).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from torch import nn
 from .outputs import Outputs
 
 IGNORE_INDEX = -100  # label of a frame where a head does not apply (data/README.md §3)
-LOSS_NAMES = ("action", "key", "modifier", "click")
+LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
 
 
 class ActionLoss(nn.Module):
@@ -41,7 +45,9 @@ class ActionLoss(nn.Module):
             "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"]),
             "click": self.click_loss(outputs.click_logits, outputs.token_xy, batch["click_xy"], batch["click_mask"]),
         }
-        losses["total"] = sum(self.weights[name] * losses[name] for name in LOSS_NAMES)
+        if outputs.transcript_logits is not None:
+            losses["transcript"] = transcript_loss(outputs.transcript_logits, outputs.transcript_targets)
+        losses["total"] = sum(self.weights[name] * losses[name] for name in LOSS_NAMES if name in losses)
         return losses
 
     def click_loss(
@@ -65,6 +71,11 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
     if not valid.any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits[valid].float(), target[valid])
+
+
+def transcript_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token CE over target rows (transcript tokens + eof); logits [..., V], targets [...] (-100 = none)."""
+    return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 def build_loss(model_cfg: Mapping[str, Any]) -> ActionLoss:

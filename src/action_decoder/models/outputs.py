@@ -20,6 +20,11 @@ class Features:
     prompt_features: torch.Tensor  # [B, L, Dd] projected Qwen3 last hidden states of the prompt
     prompt_mask: torch.Tensor  # [B, L] bool, True on real prompt tokens
     visible_indices: torch.Tensor  # [B, T, N] patch index within its frame (h * Wp + w)
+    # parallel only (None for original): the LM's teacher-forced pass over
+    # [prompt, visual tokens of frame 0, transcript 0, eof, visual tokens of frame 1, ...].
+    lm_frame_hidden: torch.Tensor | None = None  # [B, T, v, Dt] LM hidden states at each frame's v visual tokens
+    lm_text_hidden: torch.Tensor | None = None  # [B, T, S+1, Dt] hidden states that predict frame t's tokens + eof
+    transcript_targets: torch.Tensor | None = None  # [B, T, S+1] the tokens they predict; -100 past the eof
 
 
 @dataclass
@@ -33,6 +38,10 @@ class Outputs:
     token_xy: torch.Tensor  # [B, T, N, 2] where each click logit sits (from Features)
     token_cell: tuple[float, float]  # patch size in normalized units (from Features)
     frame_features: torch.Tensor  # [B, T, Dd] frame tokens after the temporal/prompt layers
+    # parallel only (None for original): next-token logits at the positions that predict each frame's
+    # transcript tokens and its end-of-frame marker (row j predicts token j; row len(text) the eof).
+    transcript_logits: torch.Tensor | None = None  # [B, T, S+1, vocab]
+    transcript_targets: torch.Tensor | None = None  # [B, T, S+1] target ids, -100 on rows past the eof
 
     @property
     def click_xy(self) -> torch.Tensor:

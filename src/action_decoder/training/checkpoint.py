@@ -130,6 +130,7 @@ def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     accelerator.wait_for_everyone()
     kwargs = {"exclude_frozen_parameters": True} if accelerator.state.deepspeed_plugin is not None else {}
     accelerator.save_state(str(tmp), **kwargs)
+    accelerator.wait_for_everyone()  # every rank has written its files (RNG state, ZeRO shards) before the swap
     if accelerator.is_main_process:
         (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
         old = run_dir / (RESUME_DIRNAME + ".old")

@@ -1,7 +1,8 @@
 """Where metrics go: `<run_dir>/metrics.jsonl` always (main process), wandb when `logger.wandb` is set.
 
-metrics.jsonl holds one JSON object a line: {"split": "train" | "train_epoch" | "val", "epoch", "step",
+metrics.jsonl holds one JSON object a line: {"split": "train" | "train_epoch" | "val" | "sync", "epoch", "step",
 "stage", "loss": {...}, "metrics": {...}, "lr", "clips_per_s", ...}; evaluation/plots.py reads it.
+"sync" lines (multi-process runs, once an epoch) hold `rank_weight_hashes`: one hash of the trained weights per rank.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ rank), which makes a resumed run continue on exactly the batches an uninterrupte
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import InitProcessGroupKwargs, gather_object, set_seed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -82,8 +83,11 @@ def make_loader(dataset, cfg: DictConfig, data_cfg: DictConfig, pad_id: int, epo
         batch["counted"] = torch.tensor([c for c, _ in pairs])
         return batch
 
+    # Own generator: iterating a DataLoader otherwise draws its worker base seed from the global RNG, so a
+    # resumed run (RNG restored, loader re-created) would see different dropout masks than an uninterrupted one.
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(sub, batch_size=bs, shuffle=False, drop_last=train, collate_fn=collate,
-                      num_workers=data_cfg.num_workers, persistent_workers=False)
+                      num_workers=data_cfg.num_workers, persistent_workers=False, generator=generator)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -124,6 +128,9 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     )
     resume_dir = resolve_resume_dir(cfg.resume, cfg.output_root, cfg.experiment_name)
     run_dir = share_run_dir(accelerator, resume_dir or hydra_run_dir)
+    if resume_dir is not None and (resume_dir / "config.yaml").is_file():  # fail before load_state(strict=False) would
+        saved_cfg = OmegaConf.to_container(OmegaConf.load(resume_dir / "config.yaml"))
+        ckpt.check_compatible({"config": saved_cfg}, cfg, resume_dir / "config.yaml")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -140,9 +147,15 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
 
     def steps_in_epoch(epoch: int) -> int:
         n = len(datasets[stage_at(stages, epoch).name]) // accelerator.num_processes // tc.batch_size
-        return min(n, tc.max_steps_per_epoch or n)
+        n = min(n, tc.max_steps_per_epoch or n)
+        # Whole accumulation cycles only: our loaders are not prepared, so accelerate cannot see the epoch end
+        # and would carry a partial cycle's gradients into the next epoch.
+        return n - n % tc.grad_accum
 
-    optimizer_steps = sum(math.ceil(steps_in_epoch(e) / tc.grad_accum) for e in range(tc.epochs))
+    if steps_in_epoch(0) == 0:
+        raise ValueError(f"an epoch holds fewer than train.grad_accum={tc.grad_accum} micro-steps; lower train.grad_accum "
+                         "or train.batch_size, or raise train.max_steps_per_epoch")
+    optimizer_steps = sum(steps_in_epoch(e) // tc.grad_accum for e in range(tc.epochs))
 
     model = build_model(cfg, tokenizer)
     groups = model.parameter_groups()
@@ -153,8 +166,16 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(optimizer_steps, int(tc.warmup_ratio * optimizer_steps)))
-    if accelerator.state.deepspeed_plugin is not None:  # our loaders are not prepared, so tell DeepSpeed the micro batch
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = tc.batch_size
+    if accelerator.state.deepspeed_plugin is not None:
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = tc.batch_size  # our loaders are not prepared: tell DeepSpeed
+        # DeepSpeed clips and accumulates inside engine.step(); train.* is the one source for both.
+        ds_config["gradient_accumulation_steps"] = tc.grad_accum
+        ds_config["gradient_clipping"] = float(tc.max_grad_norm)
+    if accelerator.gradient_accumulation_steps != tc.grad_accum:  # the launcher's env var wins over our argument
+        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps="
+                         f"{accelerator.gradient_accumulation_steps} but train.grad_accum={tc.grad_accum}; remove it "
+                         "from the launch config / command line and set train.grad_accum")
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ckpt.install_trainable_only_hooks(accelerator)
 
@@ -213,6 +234,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
                                                         device=accelerator.device), "sum")
                 all_ok, any_stop = flags[0].item() == accelerator.num_processes, flags[1].item() > 0
                 if all_ok:
+                    lr = scheduler.get_last_lr()[-1]  # this step's rate (DeepSpeed steps the schedule inside backward)
                     accelerator.backward(losses["total"])
                     if accelerator.sync_gradients and tc.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
@@ -243,11 +265,11 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
                 dt = time.perf_counter() - t_log
                 rate = clips_since_log / dt if dt > 0 else None
                 logger.log({"split": "train", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
-                            "stage_index": stage.index, "lr": scheduler.get_last_lr()[-1],
+                            "stage_index": stage.index, "lr": lr,
                             "loss": {k: float(v.detach()) for k, v in losses.items()}, "clips_per_s": rate})
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", clips_s=f"{rate or 0:.1f}")
                 t_log, clips_since_log = time.perf_counter(), 0
-            if any_stop:
+            if any_stop and accelerator.sync_gradients:  # stop between optimizer steps: no half-accumulated gradient lost
                 state.update(epoch=epoch, step_in_epoch=step_in_epoch)
                 ckpt.save_resume_state(accelerator, run_dir, state)
                 bar.close()
@@ -270,6 +292,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
         val_acc = val_summary["action_acc"] if val_summary["action_acc"] is not None else -1.0  # None: empty val split
         improved = val_acc > state["best_action_acc"]
         trainable = ckpt.gather_trainable_state(accelerator, model)  # collective under ZeRO-3
+        _check_ranks_in_sync(accelerator, trainable, logger, epoch, state["global_step"])
         metrics_for_ckpt = {"val": _scalars(val_summary), "val_loss": val_losses, "train_loss": mean_losses}
         if accelerator.is_main_process:
             if (epoch + 1) % tc.save_every == 0 or epoch + 1 == tc.epochs:
@@ -304,6 +327,14 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
         batch = to_device(batch, accelerator.device)
         outputs = model(batch)
         keep = batch["counted"]
+        inner = accelerator.unwrap_model(model)
+        if hasattr(inner, "transcribe"):  # model=parallel: generated vs reference text per frame -> CER/WER
+            # Every rank transcribes every batch, with a fixed step count when distributed (ZeRO-3 collectives).
+            kept = keep.tolist()
+            preds = inner.transcribe(batch, early_stop=accelerator.num_processes == 1)
+            refs = inner.reference_transcripts(batch)
+            metrics.update_transcripts([t for c, k in zip(preds, kept) if k for t in c],
+                                       [t for c, k in zip(refs, kept) if k for t in c])
         if keep.any():
             sel_out, sel_batch = select(outputs, keep), select(batch, keep)
             metrics.update(sel_out, sel_batch)
@@ -330,6 +361,20 @@ def _reduce_metrics(accelerator, metrics: ActionMetrics) -> dict:
     return metrics.compute()
 
 
+def _check_ranks_in_sync(accelerator, trainable: dict, logger, epoch: int, step: int) -> None:
+    """Every rank must hold the same trained weights; log one hash per rank and warn if they differ."""
+    if accelerator.num_processes == 1:
+        return
+    digest = hashlib.sha256()
+    for k in sorted(trainable):
+        digest.update(k.encode())
+        digest.update(trainable[k].float().numpy().tobytes())
+    hashes = gather_object([digest.hexdigest()[:16]])
+    logger.log({"split": "sync", "epoch": epoch, "step": step, "rank_weight_hashes": hashes})
+    if len(set(hashes)) > 1:
+        warnings.warn(f"epoch {epoch}: trained weights differ across ranks {hashes}; the processes are out of sync")
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -339,6 +384,8 @@ def _scalars(summary: dict) -> dict:
 
 
 def _cleanup(accelerator, run_dir: Path) -> Path:
-    accelerator.end_training()
+    # Barrier first: end_training() destroys the process group (a barrier after it fails), and letting
+    # every rank finish its last collective before teardown avoids gloo aborting at exit.
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return run_dir

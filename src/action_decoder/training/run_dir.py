@@ -3,12 +3,15 @@
 Hydra resolves `hydra.run.dir` (with `${now:...}`) in every process it starts, and the processes of an
 `accelerate launch` start at slightly different times. So only rank 0 lets Hydra create the run dir;
 the other ranks get `hydra.run.dir=.` with Hydra's own outputs switched off, and learn rank 0's dir by
-broadcast once the process group exists (`share_run_dir`). A resumed run writes into the run it resumes.
+broadcast once the process group exists (`share_run_dir`). A resumed run writes into the run it resumes,
+starting from the overrides that run was launched with.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 RESUME_DIRNAME = "resume"          # accelerate save_state folder inside a run dir
 TRAINER_STATE = "trainer_state.json"
@@ -56,7 +59,13 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
         from action_decoder.config import load_config  # compose once to learn output_root / experiment
 
         cfg = load_config(overrides)
-        extra.append(f"hydra.run.dir={resolve_resume_dir(resume, cfg.output_root, cfg.experiment_name)}")
+        run_dir = resolve_resume_dir(resume, cfg.output_root, cfg.experiment_name)
+        extra.append(f"hydra.run.dir={run_dir}")
+        # Continue with the overrides the run was launched with (`python train.py resume=latest` alone must
+        # rebuild the same model and data); overrides given now come later and win.
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if saved.is_file():
+            argv = [argv[0], *[str(o) for o in OmegaConf.load(saved)], *argv[1:]]
     if is_secondary_rank():
         extra += ["hydra.run.dir=.", "hydra.output_subdir=null",
                   "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]

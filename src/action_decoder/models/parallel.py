@@ -1,0 +1,422 @@
+"""The new architecture, "parallel heads" (DESIGN.md §4, `model=parallel`): all heads from shared
+per-frame features in one pass, plus an autoregressive per-frame transcript decoder through the
+Qwen LM head, trained teacher-forced and run streaming with a KV cache.
+
+The transcript decoder is the SAME LoRA-tuned `Qwen3ForCausalLM` that reads the prompt (one copy).
+It reads, causally:
+
+    [prompt tokens, visual tokens of frame 0 (v of them), transcript tokens of frame 0, eof,
+     visual tokens of frame 1, transcript tokens of frame 1, eof, ...]
+
+so frame t's text is predicted from its visual tokens, the prompt and the texts of frames 0..t-1.
+The v visual tokens of a frame are learned queries attending over its encoder tokens, projected
+to the LM width (`lm_pool` + `lm_visual_proj`: with the text LoRA, what the transcript trains).
+
+encode(batch) -> Features
+  1. Per-frame visual tokens from the OneVision encoder (shared base: `encode_visual`).
+  2. ONE teacher-forced LM pass over the whole clip's interleaved sequence. Every frame block has a
+     fixed layout, v visual slots + S+1 text slots (S = longest text in the batch): the text, its
+     eof, then pad slots. Pad slots (and prompt padding) are masked out as keys and skipped by the
+     position ids, so each real token sees exactly what it would see in the streaming path.
+  3. From that pass: prompt features (hidden states at the prompt), the hidden states at each
+     frame's visual slots, and those at the S+1 slots that predict the frame's tokens + eof.
+decode(features) -> Outputs
+  1. Shared per-frame features x [B, T, Dd] from `model.head_features`:
+     frame_transformer: the original's frame trunk (pooling, temporal layers, prompt cross-attn);
+     lm: LayerNorm + Linear of the mean LM hidden state at the frame's visual slots.
+  2. Action / key / modifier / click heads, each reading only x (and the visual tokens for click):
+     no head reads another head's output.
+  3. Transcript logits: the LM head at the predicting slots only (not over prompt/visual slots).
+
+stream(...) yields per frame the heads' predictions + the generated text as frames arrive, keeping
+one KV cache across frames; `stream(..., use_cache=False)` is the naive reference that re-runs the
+LM over the whole sequence so far at every step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+from .base import DecoderConfig, TaskAwareDecoderBase
+from .losses import IGNORE_INDEX
+from .onevision_encoder import OneVisionEncoder
+from .outputs import Features, Outputs, decode_click_xy
+
+HEAD_FEATURES = ("frame_transformer", "lm")
+
+
+@dataclass
+class ParallelConfig(DecoderConfig):
+    """`cfg.model` of the parallel decoder (conf/model/parallel.yaml documents each knob)."""
+
+    head_features: str = "frame_transformer"
+    lm_visual_tokens: int = 4
+    max_text_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.head_features not in HEAD_FEATURES:
+            raise ValueError(f"model.head_features={self.head_features!r}; expected one of {HEAD_FEATURES}")
+        if int(self.lm_visual_tokens) < 1 or int(self.max_text_tokens) < 0:
+            raise ValueError("model.lm_visual_tokens must be >= 1 and model.max_text_tokens >= 0")
+
+
+@dataclass
+class Interleaved:
+    """The teacher-forced LM input of a batch of clips (see the module docstring for the layout)."""
+
+    embeds: torch.Tensor  # [B, L + T*(v+S+1), Dt]
+    valid: torch.Tensor  # [B, L + T*(v+S+1)] bool: real tokens (attended to, counted in positions)
+    positions: torch.Tensor  # [B, L + T*(v+S+1)] position ids: running count of real tokens
+    targets: torch.Tensor  # [B, T, S+1] token predicted by each frame's slots v-1 .. v+S-1; -100 past the eof
+
+
+@dataclass
+class FrameStep:
+    """What `stream` yields for frame `t` of every clip in the batch."""
+
+    t: int
+    action_logits: torch.Tensor  # [B, num_actions]
+    key_logits: torch.Tensor  # [B, num_keys]
+    modifier_logits: torch.Tensor  # [B, num_modifiers]
+    click_logits: torch.Tensor  # [B, N]
+    click_xy: torch.Tensor  # [B, 2] decoded click position (normalized)
+    token_ids: list[list[int]]  # per clip: the frame's transcript tokens (eof not included)
+    texts: list[str] | None  # per clip: decoded text (None when the model has no tokenizer)
+    token_logprobs: list[list[float]]  # per clip: log-prob of each emitted token, then of the eof
+
+
+class ParallelHeadsDecoder(TaskAwareDecoderBase):
+    def __init__(
+        self,
+        vision: OneVisionEncoder,
+        text: nn.Module,
+        config: ParallelConfig,
+        num_actions: int,
+        num_keys: int,
+        num_modifiers: int,
+        tokenizer: Any | None = None,
+        eof_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        super().__init__(vision, text, config)
+        d, dt = config.d_model, int(text.config.hidden_size)
+        self.tokenizer = tokenizer  # decodes generated ids in `stream` / `transcribe` (not a module)
+        self.eof_token_id = eof_token_id if eof_token_id is not None else getattr(tokenizer, "eof_token_id", None)
+        self.pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
+        if config.head_features == "frame_transformer":
+            self._build_frame_trunk()
+        else:
+            # The heads read the prompt through the LM (it precedes every frame); a projected copy
+            # would be an unused parameter (DDP rejects those).
+            self.prompt_proj = None
+            self.lm_to_frame = nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, d))
+        self.action_head = nn.Linear(d, num_actions)
+        self.key_head = nn.Linear(d, num_keys)
+        self.modifier_head = nn.Linear(d, num_modifiers)
+        self._build_click_head()
+        v = int(config.lm_visual_tokens)
+        self.lm_query = nn.Parameter(torch.randn(1, v, d) * 0.02)
+        self.lm_pool = nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout, batch_first=True)
+        self.lm_visual_proj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dt))
+        # Learned log-temperature of the transcript logits (0 = the LM head as is). The LM head is frozen
+        # and tied to the embeddings: a random-init tower (backbone=tiny) has logits of |x| < ~1 that LoRA
+        # alone can barely sharpen; a pretrained Qwen head starts calibrated at scale 1.
+        self.transcript_logit_scale = nn.Parameter(torch.zeros(()))
+
+    # -- pieces shared by the teacher-forced and the streaming paths ----------------------------
+
+    def _ids(self) -> tuple[int, int]:
+        if self.eof_token_id is None or self.pad_token_id is None:
+            raise ValueError("model=parallel needs the tokenizer's eof_token_id and pad_token_id (build_model(cfg, tokenizer))")
+        return int(self.eof_token_id), int(self.pad_token_id)
+
+    def lm_visual_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Frame tokens with their xy embedding [B, T, N, Dd] -> v tokens per frame in LM width [B, T, v, Dt]."""
+        B, T, N, D = tokens.shape
+        flat = tokens.reshape(B * T, N, D)
+        pooled = self.lm_pool(self.lm_query.expand(B * T, -1, -1).to(flat.dtype), flat, flat, need_weights=False)[0]
+        out = self.lm_visual_proj(pooled).reshape(B, T, -1, self.text.config.hidden_size)
+        return out.to(self.text.get_input_embeddings().weight.dtype)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text.get_input_embeddings()(ids)
+
+    def _lm(self, embeds, valid, positions, cache=None) -> torch.Tensor:
+        out = self.text.model(inputs_embeds=embeds, attention_mask=valid.long(), position_ids=positions,
+                              cache=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    @staticmethod
+    def _prompt_valid(prompt_mask: torch.Tensor) -> torch.Tensor:
+        # An empty prompt attends to its pad tokens (as text_encoder.prompt_features does), so no row of
+        # the causal mask is ever empty; both paths use this same rule.
+        mask = prompt_mask.bool()
+        return mask | ~mask.any(dim=1, keepdim=True)
+
+    def interleave(self, prompt_ids, prompt_mask, lm_visual, transcript_ids, transcript_mask) -> Interleaved:
+        """The teacher-forced sequence of a batch; lm_visual [B, T, v, Dt], transcript_* [B, T, S]."""
+        eof, pad = self._ids()
+        B, T, v, _ = lm_visual.shape
+        S = transcript_ids.shape[2]
+        lengths = transcript_mask.sum(-1)  # [B, T]
+        slot = torch.arange(S + 1, device=lengths.device)
+        if not torch.equal(transcript_mask.bool(), slot[:S] < lengths.unsqueeze(-1)):
+            raise ValueError("batch['transcript_mask'] must be right-padded (True on a prefix of each frame's slots)")
+        ids = torch.cat([transcript_ids, transcript_ids.new_full((B, T, 1), pad)], dim=-1)
+        text = torch.where(slot < lengths.unsqueeze(-1), ids, torch.full_like(ids, pad))
+        text = torch.where(slot == lengths.unsqueeze(-1), torch.full_like(text, eof), text)  # [B, T, S+1]
+        text_valid = slot <= lengths.unsqueeze(-1)
+        blocks = torch.cat([lm_visual, self._embed(text)], dim=2).flatten(1, 2)
+        block_valid = torch.cat([text_valid.new_ones(B, T, v), text_valid], dim=2).flatten(1, 2)
+        embeds = torch.cat([self._embed(prompt_ids), blocks], dim=1)
+        valid = torch.cat([self._prompt_valid(prompt_mask), block_valid], dim=1)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        return Interleaved(embeds, valid, positions, torch.where(text_valid, text, IGNORE_INDEX))
+
+    def transcript_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM hidden states [..., Dt] -> next-token logits [..., vocab] (the Qwen LM head, temperature-scaled)."""
+        return self.text.lm_head(hidden) * self.transcript_logit_scale.exp().to(hidden.dtype)
+
+    def _heads(self, x: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All heads from the shared frame features x [..., Dd] (+ the frame's tokens for click)."""
+        return {
+            "action_logits": self.action_head(x),
+            "key_logits": self.key_head(x),
+            "modifier_logits": self.modifier_head(x),
+            "click_logits": self.click_logits(x, tokens),
+        }
+
+    # -- teacher-forced ---------------------------------------------------------------------------
+
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        if "transcript_ids" not in batch:
+            raise KeyError("model=parallel encodes with teacher forcing and needs batch['transcript_ids'] / "
+                           "['transcript_mask'] (data/README.md §3); for inference without text use stream()")
+        visual, token_xy, token_cell, visible = self.encode_visual(batch["pixels"])
+        self.check_frames(visual.shape[1])
+        lm_visual = self.lm_visual_tokens(visual + self.token_pos(token_xy))
+        seq = self.interleave(batch["prompt_ids"], batch["prompt_mask"], lm_visual,
+                              batch["transcript_ids"], batch["transcript_mask"])
+        hidden = self._lm(seq.embeds, seq.valid, seq.positions)
+        B, T, v = lm_visual.shape[:3]
+        L, S1 = batch["prompt_ids"].shape[1], seq.targets.shape[2]
+        prompt_mask = batch["prompt_mask"].bool()
+        prompt = self._prompt_features(hidden[:, :L], prompt_mask)
+        blocks = hidden[:, L:].reshape(B, T, v + S1, -1)
+        return Features(
+            visual_tokens=visual, token_xy=token_xy, token_cell=token_cell, prompt_features=prompt,
+            prompt_mask=prompt_mask, visible_indices=visible,
+            lm_frame_hidden=blocks[:, :, :v],
+            lm_text_hidden=blocks[:, :, v - 1:v - 1 + S1],  # last visual slot predicts text token 0 (or the eof)
+            transcript_targets=seq.targets,
+        )
+
+    def _prompt_features(self, hidden: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        hidden = hidden * prompt_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.prompt_proj is None:  # head_features=lm: the LM's own width, unused by the heads
+            return hidden
+        return self.prompt_proj(hidden.to(self.prompt_proj[1].weight.dtype))
+
+    def _frame_features(self, tokens, prompt, prompt_mask, lm_frame_hidden) -> torch.Tensor:
+        if self.config.head_features == "frame_transformer":
+            return self.frame_trunk(tokens, prompt, prompt_mask)
+        return self.lm_to_frame(lm_frame_hidden.mean(dim=2).to(self.lm_to_frame[1].weight.dtype))
+
+    def decode(self, features: Features) -> Outputs:
+        if features.lm_text_hidden is None:
+            raise ValueError("model=parallel decodes Features from its own encode() (they carry the LM pass)")
+        tokens = features.visual_tokens + self.token_pos(features.token_xy)
+        x = self._frame_features(tokens, features.prompt_features, features.prompt_mask, features.lm_frame_hidden)
+        return Outputs(
+            **self._heads(x, tokens),
+            token_xy=features.token_xy,
+            token_cell=features.token_cell,
+            frame_features=x,
+            transcript_logits=self.transcript_logits(features.lm_text_hidden),
+            transcript_targets=features.transcript_targets,
+        )
+
+    # -- streaming --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def stream(
+        self,
+        clip_pixels: torch.Tensor | Iterable[torch.Tensor],
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor | None = None,
+        *,
+        use_cache: bool = True,
+        max_text_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        forced_ids: torch.Tensor | None = None,
+        forced_mask: torch.Tensor | None = None,
+        early_stop: bool = True,
+    ) -> Iterator[FrameStep]:
+        """Per frame, as frames arrive: the heads' predictions and the generated transcript.
+
+        clip_pixels: [B, T, 3, H, W], or any iterable of frames [B, 3, H, W] (a live source).
+        prompt_ids / prompt_mask: [B, L] right-padded (mask None = all real).
+        use_cache: True keeps one KV cache across frames (prompt and history are never recomputed);
+          False is the naive reference that re-runs the LM over the whole sequence at every step.
+        Greedy by default; do_sample draws from softmax(logits / temperature), restricted to the top_k
+          tokens if set, with `generator` for reproducible draws.
+        forced_ids / forced_mask [B, T, S]: score these transcripts instead of generating (teacher
+          forcing through the same incremental path); `token_logprobs` then scores them.
+        early_stop: end a frame's text loop once every clip has its eof. False runs max_text_tokens + 1
+          steps every frame, so every process of a ZeRO-3 run does the same number of forwards.
+        Clips whose text ended earlier feed pad tokens that are masked out of attention and
+          positions, so each clip's result does not depend on the others in the batch.
+        """
+        if self.config.clip_encoding != "frames":
+            raise ValueError("stream() needs model.clip_encoding=frames: with `video`, frame t's encoder tokens "
+                             "attend to later frames, which have not arrived yet")
+        if self.config.head_features == "frame_transformer" and not self.config.temporal_causal:
+            raise ValueError("stream() with head_features=frame_transformer needs model.temporal_causal=true: "
+                             "otherwise frame t's heads read later frames")
+        eof, pad = self._ids()
+        limit = int(self.config.max_text_tokens if max_text_tokens is None else max_text_tokens)
+        B = prompt_ids.shape[0]
+        device = prompt_ids.device
+        prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
+        frames = clip_pixels.unbind(1) if torch.is_tensor(clip_pixels) else clip_pixels
+
+        lm = _LMState(self, use_cache)
+        valid = self._prompt_valid(prompt_mask)
+        hidden = lm.step(self._embed(prompt_ids), valid)
+        prompt = self._prompt_features(hidden, prompt_mask)
+        history: list[torch.Tensor] = []  # frame tokens so far (frame_transformer heads re-read them)
+        previous = None
+        for t, frame in enumerate(frames):
+            self.check_frames(t + 1)
+            # visible_tokens picks patches by change against the previous frame: give it that frame too.
+            pair = frame.unsqueeze(1) if previous is None or self.config.visible_tokens is None else \
+                torch.stack([previous, frame], dim=1)
+            visual, token_xy, token_cell, _ = self.encode_visual(pair)
+            visual, token_xy = visual[:, -1:], token_xy[:, -1:]
+            previous = frame
+            tokens = visual + self.token_pos(token_xy)  # [B, 1, N, D]
+            lm_visual = self.lm_visual_tokens(tokens)[:, 0]  # [B, v, Dt]
+            v = lm_visual.shape[1]
+            if t > 0:  # close the previous frame's text with its eof, then this frame's visual tokens
+                lm_visual = torch.cat([self._embed(torch.full((B, 1), eof, device=device)), lm_visual], dim=1)
+            hidden = lm.step(lm_visual, torch.ones(B, lm_visual.shape[1], dtype=torch.bool, device=device))
+
+            if self.config.head_features == "frame_transformer":
+                history.append(tokens)
+                all_tokens = torch.cat(history, dim=1)
+                x = self.frame_trunk(all_tokens, prompt, prompt_mask)[:, -1:]  # causal: frame t reads frames <= t
+            else:
+                x = self.lm_to_frame(hidden[:, -v:].mean(dim=1, keepdim=True).to(self.lm_to_frame[1].weight.dtype))
+            heads = {k: val[:, 0] for k, val in self._heads(x, tokens).items()}
+
+            forced = None
+            if forced_ids is not None:
+                n = forced_mask[:, t].sum(-1)
+                forced = (forced_ids[:, t], n)
+            ids, logprobs = self._generate_frame(lm, hidden[:, -1], limit, eof, pad, forced, do_sample, temperature,
+                                                 top_k, generator, early_stop)
+            texts = [self.tokenizer.decode(i, skip_special_tokens=True) for i in ids] if self.tokenizer else None
+            yield FrameStep(t=t, **heads, click_xy=decode_click_xy(heads["click_logits"], token_xy[:, 0], token_cell),
+                            token_ids=ids, texts=texts, token_logprobs=logprobs)
+
+    def _generate_frame(self, lm, last_hidden, limit, eof, pad, forced, do_sample, temperature, top_k,
+                        generator, early_stop):
+        """One frame's text for every clip; the eof is not fed here (the next frame's step feeds it)."""
+        B = last_hidden.shape[0]
+        device = last_hidden.device
+        ids: list[list[int]] = [[] for _ in range(B)]
+        logprobs: list[list[float]] = [[] for _ in range(B)]
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        logits = self.transcript_logits(last_hidden).float()  # [B, V]
+        for step in range(limit + 1):
+            logp = F.log_softmax(logits, dim=-1)
+            if forced is not None:
+                f_ids, f_len = forced
+                tok = torch.where(step < f_len, f_ids[:, min(step, f_ids.shape[1] - 1)], eof) if f_ids.shape[1] else \
+                    torch.full((B,), eof, device=device)
+            else:
+                tok = self._pick(logits, do_sample, temperature, top_k, generator)
+            if step == limit:  # the text is as long as training ever saw: close it
+                tok = torch.full_like(tok, eof)
+            tok_logp = logp.gather(1, tok.unsqueeze(1))[:, 0]
+            for b in range(B):
+                if not done[b]:
+                    logprobs[b].append(float(tok_logp[b]))
+                    if int(tok[b]) != eof:
+                        ids[b].append(int(tok[b]))
+            done = done | (tok == eof)
+            if step == limit or (early_stop and bool(done.all())):
+                break
+            feed = torch.where(done, torch.full_like(tok, pad), tok)
+            hidden = lm.step(self._embed(feed.unsqueeze(1)), ~done.unsqueeze(1))
+            logits = self.transcript_logits(hidden[:, -1]).float()
+        return ids, logprobs
+
+    @staticmethod
+    def _pick(logits, do_sample, temperature, top_k, generator) -> torch.Tensor:
+        if not do_sample:
+            return logits.argmax(dim=-1)
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (use do_sample=False for greedy)")
+        logits = logits / temperature
+        if top_k is not None and 0 < top_k < logits.shape[-1]:
+            kth = logits.topk(int(top_k), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    @torch.no_grad()
+    def transcribe(self, batch: Mapping[str, torch.Tensor], **stream_kwargs: Any) -> list[list[str]]:
+        """Greedy transcripts of a batch of clips: [clip][frame] -> text (streaming path)."""
+        if self.tokenizer is None:
+            raise ValueError("transcribe() needs the tokenizer: build the model with build_model(cfg, tokenizer)")
+        B, T = batch["pixels"].shape[:2]
+        out: list[list[str]] = [[] for _ in range(B)]
+        for step in self.stream(batch["pixels"], batch["prompt_ids"], batch["prompt_mask"], **stream_kwargs):
+            for b in range(B):
+                out[b].append(step.texts[b])
+        return out
+
+    def reference_transcripts(self, batch: Mapping[str, torch.Tensor]) -> list[list[str]]:
+        """The batch's own per-frame transcripts decoded back to text: [clip][frame] -> text."""
+        ids, mask = batch["transcript_ids"], batch["transcript_mask"].bool()
+        return [[self.tokenizer.decode(ids[b, t][mask[b, t]].tolist(), skip_special_tokens=True)
+                 for t in range(ids.shape[1])] for b in range(ids.shape[0])]
+
+
+class _LMState:
+    """The LM context of a stream: a KV cache, or (naive) the whole sequence re-run at every step.
+
+    Tracks, per clip, which slots are real (`valid`, the attention mask over everything fed so far)
+    and the next position id (real tokens only), so a pad slot fed for a finished clip changes nothing.
+    """
+
+    def __init__(self, model: ParallelHeadsDecoder, use_cache: bool) -> None:
+        self.model = model
+        self.cache = DynamicCache(config=model.text.config) if use_cache else None
+        self.embeds: torch.Tensor | None = None  # naive: every embedding fed so far
+        self.positions: torch.Tensor | None = None  # naive: their position ids
+        self.valid: torch.Tensor | None = None
+        self.next_pos: torch.Tensor | None = None
+
+    def step(self, embeds: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Feed embeds [B, n, Dt] (valid [B, n]); hidden states [B, n, Dt] of those slots."""
+        B, n = valid.shape
+        start = torch.zeros(B, 1, dtype=torch.long, device=valid.device) if self.next_pos is None else self.next_pos
+        positions = start + (valid.long().cumsum(1) - 1).clamp(min=0)
+        self.next_pos = start + valid.long().sum(1, keepdim=True)
+        self.valid = valid if self.valid is None else torch.cat([self.valid, valid], dim=1)
+        if self.cache is not None:
+            return self.model._lm(embeds, self.valid, positions, cache=self.cache)
+        self.embeds = embeds if self.embeds is None else torch.cat([self.embeds, embeds], dim=1)
+        self.positions = positions if self.positions is None else torch.cat([self.positions, positions], dim=1)
+        return self.model._lm(self.embeds, self.valid, self.positions)[:, -n:]
