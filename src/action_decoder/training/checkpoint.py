@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 ARCH_KEYS = ("backbone", "model", "labels")
 # Keys inside those sections that do not change shapes (training-time knobs).
 NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
-                   "tokenizer_cache")
+                   "tokenizer_cache", "max_text_tokens")
 
 
 def _is_zero3(accelerator) -> bool:
