@@ -116,9 +116,11 @@ def build_model(
             model = ParallelHeadsDecoder(vision, text, decoder_cfg, **sizes, tokenizer=tokenizer)
         else:
             model = OneVisionTaskAwareActionDecoder(vision, text, decoder_cfg, **sizes)
-    # accelerate's init_empty_weights re-creates every Parameter assigned inside it, which undoes
-    # the LM-head/embedding tie; tie again outside it (a no-op when already tied).
-    model.text.tie_weights()
+    if empty_weights:
+        # accelerate's init_empty_weights re-creates every Parameter assigned inside it, which undoes
+        # the LM-head/embedding tie; tie again outside it. Elsewhere the tie holds (peft keeps the tied
+        # weight as lm_head.base_layer.weight when lm_head is a LoRA target) and re-tying would clash.
+        model.text.tie_weights()
     if checkpointing:
         # Non-reentrant: the frozen embeddings' outputs need no grad, LoRA inside still gets one.
         if hasattr(text, "activation_checkpointing_enable"):  # transformers >= 5.x name
