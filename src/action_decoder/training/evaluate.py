@@ -36,7 +36,8 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     cfg.train.max_val_steps = None  # evaluate the whole split
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.prepare(model)
-    stage = next((s for s in build_stages(cfg) if s.name == ckpt["stage"]), build_stages(cfg)[-1])
+    stages = build_stages(cfg)
+    stage = next((s for s in stages if s.name == ckpt["stage"]), stages[-1])  # the stage the checkpoint was saved in
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data)
     losses, summary = validate(model, dataset, ActionLoss(stage.loss_weights, cfg.model.click_sigma), cfg, stage,
                                tokenizer.pad_token_id, 0, accelerator)

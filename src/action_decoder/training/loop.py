@@ -202,9 +202,8 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     # ======================= train =======================
     for epoch in range(state["epoch"], tc.epochs):
         stage = stage_at(stages, epoch)
-        if stage.name != state["stage"] or epoch == state["epoch"]:
-            accelerator.print(f"epoch {epoch}: stage {stage.index} {stage.name!r} "
-                              f"(clip_len={stage.data.clip_len}, loss weights {stage.loss_weights})")
+        accelerator.print(f"epoch {epoch}: stage {stage.index} {stage.name!r} "
+                          f"(clip_len={stage.data.clip_len}, loss weights {stage.loss_weights})")
         state["stage"] = stage.name
         loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
         skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
