@@ -32,12 +32,12 @@ PLATFORMS = ("Darwin", "Linux", "Windows")
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The `data.synthetic` config block (conf/data/synthetic.yaml documents each knob)."""
-    num_recordings: int = 200
+    """The `data.synthetic` config block (conf/data/synthetic.yaml documents each knob; defaults mirror it)."""
+    num_recordings: int = 400
     width: int = 320
     height: int = 200
     fps: int = 10
-    duration: float = 8.0
+    duration: float = 6.0
     pause_fraction: float = 0.2
     seed: int = 0
     tasks: tuple = TASKS
