@@ -18,8 +18,9 @@ def main(cfg: DictConfig) -> None:
     from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, read_metrics,
                                                  sweep_table, write_sweep_table)
 
-    if not (cfg.checkpoint or cfg.run or cfg.sweep):
-        raise SystemExit("eval.py: give checkpoint=<path>|latest, run=<run_dir>|latest or sweep=<dir> (see conf/eval.yaml)")
+    if not (cfg.checkpoint or cfg.run or cfg.sweep or cfg.eof_thresholds):
+        raise SystemExit("eval.py: give checkpoint=<path>|latest, run=<run_dir>|latest, sweep=<dir> or "
+                         "eof_thresholds=[...] (see conf/eval.yaml)")
     if cfg.checkpoint:
         from action_decoder.training.evaluate import evaluate_checkpoint
 
@@ -31,7 +32,29 @@ def main(cfg: DictConfig) -> None:
         print(f"{ckpt} on {cfg.split} ({result['num_clips']} clips): action_acc={m['action_acc']:.3f} "
               f"macro_f1={m['action_macro_f1']:.3f} (majority baseline acc={m['action_majority_acc']:.3f} "
               f"f1={m['action_majority_macro_f1']:.3f}) click_hit@{m['click_radius']}={m['click_hit_rate']} "
-              f"key_acc={m['key_acc']} modifier_acc={m['modifier_acc']}\n-> {out_dir}/eval.json, confusion.png")
+              f"key_acc={m['key_acc']} modifier_acc={m['modifier_acc']}")
+        if "transcript_cer" in m:
+            print(f"transcripts: cer={m['transcript_cer']:.3f} wer={m['transcript_wer']:.3f} "
+                  f"exact={m['transcript_exact_match']:.3f} missed={m['transcript_missed_rate']:.3f} "
+                  f"false_text={m['transcript_false_text_rate']:.3f} on {m['n_narrated_frames']} narrated frames "
+                  "(empty-prediction baseline: cer=wer=1.0)")
+        print(f"-> {out_dir}/eval.json, confusion.png")
+    if cfg.eof_thresholds:
+        import json
+
+        from action_decoder.evaluation.plots import plot_eof_threshold
+        from action_decoder.training.evaluate import sweep_eof_threshold
+
+        ckpt = (_latest_run(cfg.output_root, cfg.experiment) / "best.pt" if cfg.checkpoint in (None, "latest")
+                else Path(cfg.checkpoint))
+        rows = sweep_eof_threshold(ckpt, cfg.split, list(cfg.eof_thresholds), OmegaConf.to_container(cfg.data))
+        out_dir = ckpt.parent / "eval" / f"{ckpt.stem}_{cfg.split}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "eof_threshold.json").write_text(json.dumps(rows, indent=1))
+        plot_eof_threshold(rows, out_dir / "eof_threshold.png")
+        for r in rows:
+            print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+        print(f"-> {out_dir}/eof_threshold.json, eof_threshold.png")
     if cfg.run:
         run = _latest_run(cfg.output_root, cfg.experiment) if cfg.run == "latest" else Path(cfg.run)
         records = read_metrics(run / "metrics.jsonl")

@@ -221,6 +221,10 @@ def test_transcript_cer_wer_exact_match():
     assert r["transcript_exact_match"] == pytest.approx(1 / 2)
     assert r["transcript_false_text_rate"] == pytest.approx(1 / 2)
     assert r["n_narrated_frames"] == 2
+    assert r["transcript_missed_rate"] == 0.0
+    m.update_transcripts(["", "go"], ["open it", ""])  # a narrated frame left empty, a silent one with text
+    r = m.compute()
+    assert r["transcript_missed_rate"] == pytest.approx(1 / 3) and r["transcript_false_text_rate"] == pytest.approx(2 / 3)
 
 
 def test_scalars_flattens_numbers_for_the_metrics_log():

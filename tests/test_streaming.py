@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.models.parallel import pick_token
 from tests.test_parallel import TEXTS, B, T, make_batch, make_cfg, make_model, train_steps
 
 
@@ -17,7 +18,7 @@ def tokenizer():
 def trained(tokenizer):
     """A tiny model that learned the batch's narration: texts of different lengths per clip and frame."""
     model = make_model(tokenizer)
-    train_steps(model, make_batch(tokenizer), make_cfg(), steps=30)
+    train_steps(model, make_batch(tokenizer), make_cfg(), steps=60)
     return model
 
 
@@ -76,8 +77,19 @@ def test_batched_streaming_equals_one_clip_at_a_time(trained, tokenizer):
 
 def test_frames_can_arrive_one_by_one(trained, tokenizer):
     batch = make_batch(tokenizer)
-    live = (frame for frame in batch["pixels"].unbind(1))  # a generator: no length, no look-ahead
-    got = list(trained.stream(live, batch["prompt_ids"], batch["prompt_mask"]))
+    arrived = []
+
+    def live():  # a generator: no length, frames come one at a time
+        for t, frame in enumerate(batch["pixels"].unbind(1)):
+            arrived.append(t)
+            yield frame
+
+    got = []
+    for step in trained.stream(live(), batch["prompt_ids"], batch["prompt_mask"]):
+        # Frame t comes out once frame t+1 is in (its label is the interval [t, t+1)), the last at the end.
+        assert arrived[-1] == min(step.t + 1, T - 1)
+        got.append(step)
+    assert [s.t for s in got] == list(range(T))
     assert [s.token_ids for s in got] == [s.token_ids for s in run(trained, batch)]
 
 
@@ -110,6 +122,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(trained, tokenizer):
     assert sample(0, temperature=3.0) == sample(0, temperature=3.0)
     assert sample(0, temperature=3.0) == sample(0, use_cache=False, temperature=3.0)
     assert sample(0, temperature=3.0) != sample(1, temperature=3.0)
+    assert trained.config.eof_threshold is None  # plain argmax, what top_k=1 sampling does
     assert sample(5, top_k=1) == [s.token_ids for s in run(trained, batch)]
     with pytest.raises(ValueError, match="temperature"):
         sample(0, temperature=0.0)
@@ -128,3 +141,30 @@ def test_streaming_refuses_configs_that_would_look_ahead(tokenizer):
         run(make_model(tokenizer, "model.clip_encoding=video"), batch)
     with pytest.raises(ValueError, match="temporal_causal"):
         run(make_model(tokenizer, "model.temporal_causal=false"), batch)
+
+
+def test_greedy_speaks_when_eof_is_less_likely_than_all_words_together():
+    # p(eof) = 0.4 and five words at 0.12 each: plain argmax picks eof (the frame stays silent) although
+    # speaking is more likely (0.6); the default rule speaks and picks the best word.
+    eof = 0
+    probs = torch.tensor([[0.4, 0.12, 0.12, 0.13, 0.12, 0.11],   # speak: word 3
+                          [0.6, 0.08, 0.08, 0.08, 0.08, 0.08]])  # silent
+    logits = probs.log()
+    assert pick_token(logits, eof, eof_threshold=None).tolist() == [0, 0]
+    assert pick_token(logits, eof, eof_threshold=0.5).tolist() == [3, 0]
+    assert pick_token(logits, eof, eof_threshold=0.35).tolist() == [0, 0]  # stricter: more silence
+
+
+def test_eof_threshold_trades_missed_narration_for_false_text(trained, tokenizer):
+    batch = make_batch(tokenizer)
+
+    def frames_with_text(threshold):
+        trained.config.eof_threshold = threshold
+        try:
+            return sum(len(ids) > 0 for s in run(trained, batch) for ids in s.token_ids)
+        finally:
+            trained.config.eof_threshold = None
+
+    counts = [frames_with_text(th) for th in (0.001, 0.5, 0.999)]
+    assert counts[0] <= counts[1] <= counts[2]
+    assert counts[0] == 0 and counts[2] == B * T  # always silent / always speaking

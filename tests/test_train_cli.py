@@ -168,3 +168,26 @@ def test_lora_sweep_runs_each_job_in_its_own_dir_and_tabulates(prepared_data, tm
     table = (sweep / "sweep.md").read_text()
     assert table.count(str(jobs[0].name)) >= 1 and table.count(str(jobs[1].name)) >= 1
     assert "backbone.lora.r" in table
+
+
+def test_new_arch_trains_and_eval_reports_transcripts_and_the_eof_sweep(prepared_data, tmp_path):
+    """experiment=new_arch_tiny through the CLIs: transcript loss and CER in metrics.jsonl, eval.json with the
+    transcript metrics, and the eof_threshold sweep (json + png) a user picks the speak/silent threshold with."""
+    run_train(prepared_data, tmp_path, "experiment=new_arch_tiny", "train.epochs=1")
+    run = only_run_dir(tmp_path, "new_arch_tiny")
+    val = [r for r in read_metrics(run) if r["split"] == "val"][-1]
+    assert math.isfinite(val["loss"]["transcript"]) and val["metrics"]["n_narrated_frames"] > 0
+    assert 0.0 <= val["metrics"]["transcript_missed_rate"] <= 1.0
+
+    proc = run_eval(f"checkpoint={run / 'best.pt'}", "split=val", "eof_thresholds=[null,0.001,0.999]")
+    out = run / "eval" / "best_val"
+    m = json.loads((out / "eval.json").read_text())["metrics"]
+    assert m["transcript_cer"] >= 0.0 and m["n_narrated_frames"] > 0
+    assert "transcripts: cer=" in proc.stdout
+    rows = json.loads((out / "eof_threshold.json").read_text())
+    assert [r["eof_threshold"] for r in rows] == [None, 0.001, 0.999]
+    assert rows[0]["transcript_cer"] == pytest.approx(m["transcript_cer"])  # null = the checkpoint's own rule
+    # Near 0 every frame stays silent (CER 1: all deletions); near 1 every frame speaks.
+    assert rows[1]["transcript_missed_rate"] == 1.0 and rows[1]["transcript_cer"] == 1.0
+    assert rows[2]["transcript_missed_rate"] == 0.0 and rows[2]["transcript_false_text_rate"] == 1.0
+    assert (out / "eof_threshold.png").stat().st_size > 0

@@ -41,6 +41,7 @@ _COUNT_KEYS = (
     "char_ref",  # [] int64, reference characters
     "narrated_frames",  # [] int64, frames whose reference transcript is not empty
     "narrated_exact",  # [] int64, narrated frames whose prediction equals the reference
+    "narrated_missed",  # [] int64, narrated frames where the model wrote nothing
     "silent_frames",  # [] int64, frames with an empty reference transcript
     "silent_false_text",  # [] int64, silent frames where the model still wrote text
 )
@@ -277,7 +278,8 @@ class ActionMetrics:
         CER / WER are corpus-level: summed edit operations (jiwer) over summed reference length, after
         collapsing whitespace. Text written on a silent frame (empty reference) counts as insertions
         there too, so a model that narrates everywhere is not rewarded. Exact match is measured on
-        narrated frames only; `transcript_false_text_rate` is the share of silent frames with text.
+        narrated frames only; `transcript_false_text_rate` is the share of silent frames with text and
+        `transcript_missed_rate` the share of narrated frames left empty (the speak/silent decision).
         """
         import jiwer  # imported here so action-only evaluation does not need it
 
@@ -298,6 +300,7 @@ class ActionMetrics:
             "char_ref": chars.substitutions + chars.deletions + chars.hits,
             "narrated_frames": sum(narrated),
             "narrated_exact": sum(1 for p, r, n in zip(preds, refs, narrated) if n and p == r),
+            "narrated_missed": sum(1 for p, n in zip(preds, narrated) if n and not p),
             "silent_frames": len(refs) - sum(narrated),
             "silent_false_text": sum(1 for p, n in zip(preds, narrated) if not n and p),
         }
@@ -354,6 +357,7 @@ class ActionMetrics:
                 transcript_wer=_div(st["word_errors"], st["word_ref"]),
                 transcript_exact_match=_div(st["narrated_exact"], st["narrated_frames"]),
                 transcript_false_text_rate=_div(st["silent_false_text"], st["silent_frames"]),
+                transcript_missed_rate=_div(st["narrated_missed"], st["narrated_frames"]),
                 n_narrated_frames=int(st["narrated_frames"]),
             )
         out.update(

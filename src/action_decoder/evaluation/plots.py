@@ -355,6 +355,34 @@ def plot_confusion(
     return _save(fig, out_png)
 
 
+# ------------------------------------------------------------------------------- eof threshold
+def plot_eof_threshold(rows: Sequence[dict], out_png: str | os.PathLike, title: str | None = None) -> Path:
+    """Transcript metrics against `model.eof_threshold` (rows from `sweep_eof_threshold`).
+
+    Thresholds are on the x axis; plain argmax (threshold None) is drawn as dotted horizontal lines.
+    """
+    series = [("transcript_cer", "CER", "C0"), ("transcript_missed_rate", "narrated frames left empty", "C1"),
+              ("transcript_false_text_rate", "silent frames with text", "C2"),
+              ("transcript_exact_match", "exact match (narrated)", "C3")]
+    swept = sorted((r for r in rows if r["eof_threshold"] is not None), key=lambda r: r["eof_threshold"])
+    argmax = next((r for r in rows if r["eof_threshold"] is None), None)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, label, color in series:
+        pts = [(r["eof_threshold"], r[key]) for r in swept if r[key] is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", color=color, label=label)
+        if argmax is not None and argmax[key] is not None:
+            ax.axhline(argmax[key], color=color, linestyle=":", linewidth=1)
+    if argmax is not None:
+        ax.plot([], [], color="0.3", linestyle=":", label="plain argmax (null)")
+    ax.set_ylim(bottom=0)
+    _finish_axis(ax, "eof_threshold: silent iff p(eof) at the first token >= this", "rate",
+                 title or "Transcript decoding vs the speak/silent threshold")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
 def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

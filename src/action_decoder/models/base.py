@@ -106,15 +106,7 @@ class TaskAwareDecoderBase(nn.Module):
             if attention_pool
             else None
         )
-        # Motion summary (dense tokens only: sparse frames keep different patches, so there is nothing to subtract).
-        # A cursor move or a typed character changes a handful of the frame's tokens; pooled together with the
-        # static rest it is lost, and the action labels are about exactly those changes. So each token's change
-        # to the previous frame (and, when the trunk may look ahead, to the next one: label t describes the
-        # interval [t, t+1), whose effect shows in frame t+1) is projected and max-pooled over the frame.
-        dense = config.visible_tokens is None
-        self.motion_prev = nn.Linear(d, d) if dense else None
-        self.motion_next = nn.Linear(d, d) if dense and not config.temporal_causal else None
-        self.motion_out = nn.Linear(d * (1 + (self.motion_next is not None)), d) if dense else None
+        self._build_motion()
         self.time_embed = nn.Embedding(config.max_frames, d)
         self.null_prompt = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.layers = nn.ModuleList(
@@ -126,16 +118,33 @@ class TaskAwareDecoderBase(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
 
+    def _build_motion(self) -> None:
+        """Motion summary (dense tokens only: sparse frames keep different patches, nothing to subtract).
+
+        A cursor move or a typed character changes a handful of the frame's tokens; pooled together with
+        the static rest it is lost, and the action labels are about exactly those changes. So each token's
+        change to the previous and to the next frame is projected and max-pooled over the frame. The next
+        frame is read even when `temporal_causal`: label t describes the interval [t, t+1), whose effect
+        first shows in frame t+1, so frame t's heads need that one frame of look-ahead (streaming emits
+        frame t when frame t+1 arrives).
+        """
+        d, dense = self.config.d_model, self.config.visible_tokens is None
+        self.motion_prev = nn.Linear(d, d) if dense else None
+        self.motion_next = nn.Linear(d, d) if dense else None
+        self.motion_out = nn.Linear(2 * d, d) if dense else None
+
     def motion_summary(self, tokens: torch.Tensor) -> torch.Tensor | float:
-        """tokens [B, T, N, D] -> [B, T, D]: max over the frame's tokens of their projected temporal change."""
+        """tokens [B, T, N, D] -> [B, T, D]: max over the frame's tokens of their projected temporal change.
+
+        The clip's first frame has no previous and its last no next frame: those changes are zero (the
+        streaming path feeds the same zeros at the start and at the end of its source)."""
         if self.motion_prev is None:
             return 0.0
         step = tokens[:, 1:] - tokens[:, :-1]  # change from frame t to t+1, per token
         zero = torch.zeros_like(tokens[:, :1])
-        parts = [self.motion_prev(torch.cat([zero, step], dim=1)).amax(dim=2)]  # v[t] - v[t-1]
-        if self.motion_next is not None:
-            parts.append(self.motion_next(torch.cat([step, zero], dim=1)).amax(dim=2))  # v[t+1] - v[t]
-        return self.motion_out(torch.cat(parts, dim=-1))
+        prev = self.motion_prev(torch.cat([zero, step], dim=1)).amax(dim=2)  # v[t] - v[t-1]
+        nxt = self.motion_next(torch.cat([step, zero], dim=1)).amax(dim=2)  # v[t+1] - v[t]
+        return self.motion_out(torch.cat([prev, nxt], dim=-1))
 
     def _build_click_head(self) -> None:
         d = self.config.d_model

@@ -9,8 +9,10 @@ It reads, causally:
      visual tokens of frame 1, transcript tokens of frame 1, eof, ...]
 
 so frame t's text is predicted from its visual tokens, the prompt and the texts of frames 0..t-1.
-The v visual tokens of a frame are learned queries attending over its encoder tokens, projected
-to the LM width (`lm_pool` + `lm_visual_proj`: with the text LoRA, what the transcript trains).
+The v visual tokens of a frame are learned queries attending over its encoder tokens, plus the
+frame's motion summary (its change from frame t-1 and into frame t+1: narration on frame t, like
+its action label, is what happens in [t, t+1)), projected to the LM width (`lm_pool` +
+`lm_visual_proj`: with the text LoRA, what the transcript trains).
 
 encode(batch) -> Features
   1. Per-frame visual tokens from the OneVision encoder (shared base: `encode_visual`).
@@ -23,17 +25,20 @@ encode(batch) -> Features
 decode(features) -> Outputs
   1. Shared per-frame features x [B, T, Dd] from `model.head_features`:
      frame_transformer: the original's frame trunk (pooling, temporal layers, prompt cross-attn);
-     lm: LayerNorm + Linear of the mean LM hidden state at the frame's visual slots.
+     lm: LayerNorm + Linear of the mean LM hidden state at the frame's visual slots, plus the motion
+     summary (the LM sees frames <= t; label t's effect shows in frame t+1).
   2. Action / key / modifier / click heads, each reading only x (and the visual tokens for click):
      no head reads another head's output.
   3. Transcript logits: the LM head at the predicting slots only (not over prompt/visual slots).
 
-stream(...) yields per frame the heads' predictions + the generated text as frames arrive, keeping
-one KV cache across frames; `stream(..., use_cache=False)` is the naive reference that re-runs the
-LM over the whole sequence so far at every step.
+stream(...) yields per frame the heads' predictions + the generated text as frames arrive (frame t
+once frame t+1 is there: its labels and narration describe [t, t+1)), keeping one KV cache across frames;
+`stream(..., use_cache=False)` is the naive reference that re-runs the LM over the whole sequence
+so far at every step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -57,9 +62,12 @@ class ParallelConfig(DecoderConfig):
     head_features: str = "frame_transformer"
     lm_visual_tokens: int = 4
     max_text_tokens: int = 16
+    eof_threshold: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.eof_threshold is not None and not 0.0 < float(self.eof_threshold) < 1.0:
+            raise ValueError(f"model.eof_threshold={self.eof_threshold}: use null (plain argmax) or a probability in (0, 1)")
         if self.head_features not in HEAD_FEATURES:
             raise ValueError(f"model.head_features={self.head_features!r}; expected one of {HEAD_FEATURES}")
         if int(self.lm_visual_tokens) < 1 or int(self.max_text_tokens) < 0:
@@ -116,6 +124,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             # would be an unused parameter (DDP rejects those).
             self.prompt_proj = None
             self.lm_to_frame = nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, d))
+            self._build_motion()  # the LM sees frames <= t; the heads also need the change into frame t+1
         self.action_head = nn.Linear(d, num_actions)
         self.key_head = nn.Linear(d, num_keys)
         self.modifier_head = nn.Linear(d, num_modifiers)
@@ -124,6 +133,13 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         self.lm_query = nn.Parameter(torch.randn(1, v, d) * 0.02)
         self.lm_pool = nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout, batch_first=True)
         self.lm_visual_proj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dt))
+        # Visual tokens enter the LM's residual stream next to its token embeddings: start them at the
+        # embeddings' scale. At nn.Linear's default scale they are ~30x larger (tiny: RMS 0.58 vs 0.02), so
+        # at a visual slot the attention output is drowned and the first token of every frame is predicted
+        # from the visual token alone (identical for every frame: the LM never learned to read the history).
+        embed_rms = float(text.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+        nn.init.normal_(self.lm_visual_proj[1].weight, std=embed_rms / math.sqrt(d))
+        nn.init.zeros_(self.lm_visual_proj[1].bias)
         # Learned log-temperature of the transcript logits (0 = the LM head as is). The LM head is frozen
         # and tied to the embeddings: a random-init tower (backbone=tiny) has logits of |x| < ~1 that LoRA
         # alone can barely sharpen; a pretrained Qwen head starts calibrated at scale 1.
@@ -136,11 +152,19 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             raise ValueError("model=parallel needs the tokenizer's eof_token_id and pad_token_id (build_model(cfg, tokenizer))")
         return int(self.eof_token_id), int(self.pad_token_id)
 
-    def lm_visual_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Frame tokens with their xy embedding [B, T, N, Dd] -> v tokens per frame in LM width [B, T, v, Dt]."""
+    def lm_visual_tokens(self, tokens: torch.Tensor, motion: torch.Tensor | float) -> torch.Tensor:
+        """Frame tokens with their xy embedding [B, T, N, Dd] and the frames' motion summary [B, T, Dd]
+        -> v tokens per frame in LM width [B, T, v, Dt].
+
+        The motion summary (the change into frame t and into t+1) is what tells a narrated frame from
+        a silent one: narration is spoken while something happens. Without it the LM has to diff frames
+        through attention, and the tiny one never learned to (p(eof) was the base rate on every frame).
+        """
         B, T, N, D = tokens.shape
         flat = tokens.reshape(B * T, N, D)
         pooled = self.lm_pool(self.lm_query.expand(B * T, -1, -1).to(flat.dtype), flat, flat, need_weights=False)[0]
+        if torch.is_tensor(motion):
+            pooled = pooled + motion.reshape(B * T, 1, D).to(pooled.dtype)
         out = self.lm_visual_proj(pooled).reshape(B, T, -1, self.text.config.hidden_size)
         return out.to(self.text.get_input_embeddings().weight.dtype)
 
@@ -200,7 +224,8 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
                            "['transcript_mask'] (data/README.md §3); for inference without text use stream()")
         visual, token_xy, token_cell, visible = self.encode_visual(batch["pixels"])
         self.check_frames(visual.shape[1])
-        lm_visual = self.lm_visual_tokens(visual + self.token_pos(token_xy))
+        tokens = visual + self.token_pos(token_xy)
+        lm_visual = self.lm_visual_tokens(tokens, self.motion_summary(tokens))
         seq = self.interleave(batch["prompt_ids"], batch["prompt_mask"], lm_visual,
                               batch["transcript_ids"], batch["transcript_mask"])
         hidden = self._lm(seq.embeds, seq.valid, seq.positions)
@@ -226,7 +251,8 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
     def _frame_features(self, tokens, prompt, prompt_mask, lm_frame_hidden) -> torch.Tensor:
         if self.config.head_features == "frame_transformer":
             return self.frame_trunk(tokens, prompt, prompt_mask)
-        return self.lm_to_frame(lm_frame_hidden.mean(dim=2).to(self.lm_to_frame[1].weight.dtype))
+        lm = self.lm_to_frame(lm_frame_hidden.mean(dim=2).to(self.lm_to_frame[1].weight.dtype))
+        return lm + self.motion_summary(tokens)
 
     def decode(self, features: Features) -> Outputs:
         if features.lm_text_hidden is None:
@@ -263,12 +289,20 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
     ) -> Iterator[FrameStep]:
         """Per frame, as frames arrive: the heads' predictions and the generated transcript.
 
+        Frame t is handled when frame t+1 arrives (the last one when the source ends): its labels and
+        narration describe the interval [t, t+1), whose effect first shows in frame t+1 (the motion
+        summary that the heads and the LM's visual tokens read). One frame of latency, nothing recomputed.
+
         clip_pixels: [B, T, 3, H, W], or any iterable of frames [B, 3, H, W] (a live source).
         prompt_ids / prompt_mask: [B, L] right-padded (mask None = all real).
         use_cache: True keeps one KV cache across frames (prompt and history are never recomputed);
           False is the naive reference that re-runs the LM over the whole sequence at every step.
-        Greedy by default; do_sample draws from softmax(logits / temperature), restricted to the top_k
-          tokens if set, with `generator` for reproducible draws.
+        Greedy by default. With `model.eof_threshold` set, a frame stays silent when p(eof) >= it at the
+          frame's first token, otherwise the most likely other token starts its text (null: plain argmax
+          over every token; eof then wins whenever it beats each single token, which silences frames where
+          speaking is likely but the first word is uncertain).
+        do_sample draws from softmax(logits / temperature), restricted to the top_k tokens if set, with
+          `generator` for reproducible draws.
         forced_ids / forced_mask [B, T, S]: score these transcripts instead of generating (teacher
           forcing through the same incremental path); `token_logprobs` then scores them.
         early_stop: end a frame's text loop once every clip has its eof. False runs max_text_tokens + 1
@@ -293,43 +327,58 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         valid = self._prompt_valid(prompt_mask)
         hidden = lm.step(self._embed(prompt_ids), valid)
         prompt = self._prompt_features(hidden, prompt_mask)
-        history: list[torch.Tensor] = []  # frame tokens so far (frame_transformer heads re-read them)
+        history: list[torch.Tensor] = []  # frame tokens [B, 1, N, D] still needed (lm: the last 3; trunk: all)
+        pending: tuple[int, torch.Tensor, tuple[float, float]] | None = None  # the newest frame, waiting for the next
         previous = None
+        gen = (limit, eof, pad, do_sample, temperature, top_k, generator, early_stop, forced_ids, forced_mask)
         for t, frame in enumerate(frames):
             self.check_frames(t + 1)
             # visible_tokens picks patches by change against the previous frame: give it that frame too.
             pair = frame.unsqueeze(1) if previous is None or self.config.visible_tokens is None else \
                 torch.stack([previous, frame], dim=1)
             visual, token_xy, token_cell, _ = self.encode_visual(pair)
-            visual, token_xy = visual[:, -1:], token_xy[:, -1:]
             previous = frame
-            tokens = visual + self.token_pos(token_xy)  # [B, 1, N, D]
-            lm_visual = self.lm_visual_tokens(tokens)[:, 0]  # [B, v, Dt]
-            v = lm_visual.shape[1]
-            if t > 0:  # close the previous frame's text with its eof, then this frame's visual tokens
-                lm_visual = torch.cat([self._embed(torch.full((B, 1), eof, device=device)), lm_visual], dim=1)
-            hidden = lm.step(lm_visual, torch.ones(B, lm_visual.shape[1], dtype=torch.bool, device=device))
+            history.append(visual[:, -1:] + self.token_pos(token_xy[:, -1:]))  # [B, 1, N, D]
+            if pending is not None:  # frame t-1 can read its change into frame t now
+                yield self._frame_step(lm, pending, history, prompt, prompt_mask, gen, last=False)
+                if self.config.head_features == "lm":
+                    del history[:-2]  # frame t's motion needs frames t-1, t, t+1
+            pending = (t, token_xy[:, -1], token_cell)
+        if pending is not None:  # the source ended: the last frame has no next one (zero change, as in training)
+            yield self._frame_step(lm, pending, history, prompt, prompt_mask, gen, last=True)
 
-            if self.config.head_features == "frame_transformer":
-                history.append(tokens)
-                all_tokens = torch.cat(history, dim=1)
-                x = self.frame_trunk(all_tokens, prompt, prompt_mask)[:, -1:]  # causal: frame t reads frames <= t
-            else:
-                x = self.lm_to_frame(hidden[:, -v:].mean(dim=1, keepdim=True).to(self.lm_to_frame[1].weight.dtype))
-            heads = {k: val[:, 0] for k, val in self._heads(x, tokens).items()}
+    def _frame_step(self, lm: _LMState, pending, history: list[torch.Tensor], prompt, prompt_mask, gen,
+                    last: bool) -> FrameStep:
+        """Everything for the pending frame t: history ends with it (last) or with frame t+1."""
+        t, token_xy, token_cell = pending
+        limit, eof, pad, do_sample, temperature, top_k, generator, early_stop, forced_ids, forced_mask = gen
+        tokens = torch.cat(history, dim=1)
+        i = tokens.shape[1] - (1 if last else 2)  # frame t's index in `tokens`
+        lo = max(0, i - 1)
+        motion = self.motion_summary(tokens[:, lo:i + 2])  # frames t-1, t, t+1 are all it reads
+        motion = motion[:, i - lo:i - lo + 1] if torch.is_tensor(motion) else motion
+        lm_visual = self.lm_visual_tokens(tokens[:, i:i + 1], motion)[:, 0]  # [B, v, Dt]
+        B, v = lm_visual.shape[:2]
+        if t > 0:  # close the previous frame's text with its eof, then this frame's visual tokens
+            lm_visual = torch.cat([self._embed(torch.full((B, 1), eof, device=lm_visual.device)), lm_visual], dim=1)
+        hidden = lm.step(lm_visual, torch.ones(B, lm_visual.shape[1], dtype=torch.bool, device=lm_visual.device))
 
-            forced = None
-            if forced_ids is not None:
-                n = forced_mask[:, t].sum(-1)
-                forced = (forced_ids[:, t], n)
-            ids, logprobs = self._generate_frame(lm, hidden[:, -1], limit, eof, pad, forced, do_sample, temperature,
-                                                 top_k, generator, early_stop)
-            texts = [self.tokenizer.decode(i, skip_special_tokens=True) for i in ids] if self.tokenizer else None
-            yield FrameStep(t=t, **heads, click_xy=decode_click_xy(heads["click_logits"], token_xy[:, 0], token_cell),
-                            token_ids=ids, texts=texts, token_logprobs=logprobs)
+        if self.config.head_features == "frame_transformer":
+            x = self.frame_trunk(tokens, prompt, prompt_mask)[:, i:i + 1]  # causal: frames <= t (+ motion into t+1)
+        else:
+            x = self.lm_to_frame(hidden[:, -v:].mean(dim=1, keepdim=True).to(self.lm_to_frame[1].weight.dtype))
+            x = x + motion
+        heads = {k: val[:, 0] for k, val in self._heads(x, tokens[:, i:i + 1]).items()}
+
+        forced = None if forced_ids is None else (forced_ids[:, t], forced_mask[:, t].sum(-1))
+        ids, logprobs = self._generate_frame(lm, hidden[:, -1], limit, eof, pad, forced, do_sample, temperature,
+                                             top_k, generator, early_stop, self.config.eof_threshold)
+        texts = [self.tokenizer.decode(i, skip_special_tokens=True) for i in ids] if self.tokenizer else None
+        return FrameStep(t=t, **heads, click_xy=decode_click_xy(heads["click_logits"], token_xy, token_cell),
+                         token_ids=ids, texts=texts, token_logprobs=logprobs)
 
     def _generate_frame(self, lm, last_hidden, limit, eof, pad, forced, do_sample, temperature, top_k,
-                        generator, early_stop):
+                        generator, early_stop, eof_threshold):
         """One frame's text for every clip; the eof is not fed here (the next frame's step feeds it)."""
         B = last_hidden.shape[0]
         device = last_hidden.device
@@ -344,7 +393,10 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
                 tok = torch.where(step < f_len, f_ids[:, min(step, f_ids.shape[1] - 1)], eof) if f_ids.shape[1] else \
                     torch.full((B,), eof, device=device)
             else:
-                tok = self._pick(logits, do_sample, temperature, top_k, generator)
+                # The eof rule decides speak vs silent (the first token) only; inside a text plain argmax
+                # ends it (the continuation is one likely token, not mass spread over many words).
+                tok = pick_token(logits, eof, do_sample, temperature, top_k, generator,
+                                 eof_threshold if step == 0 else None)
             if step == limit:  # the text is as long as training ever saw: close it
                 tok = torch.full_like(tok, eof)
             tok_logp = logp.gather(1, tok.unsqueeze(1))[:, 0]
@@ -360,19 +412,6 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             hidden = lm.step(self._embed(feed.unsqueeze(1)), ~done.unsqueeze(1))
             logits = self.transcript_logits(hidden[:, -1]).float()
         return ids, logprobs
-
-    @staticmethod
-    def _pick(logits, do_sample, temperature, top_k, generator) -> torch.Tensor:
-        if not do_sample:
-            return logits.argmax(dim=-1)
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0 (use do_sample=False for greedy)")
-        logits = logits / temperature
-        if top_k is not None and 0 < top_k < logits.shape[-1]:
-            kth = logits.topk(int(top_k), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     @torch.no_grad()
     def transcribe(self, batch: Mapping[str, torch.Tensor], **stream_kwargs: Any) -> list[list[str]]:
@@ -391,6 +430,28 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         ids, mask = batch["transcript_ids"], batch["transcript_mask"].bool()
         return [[self.tokenizer.decode(ids[b, t][mask[b, t]].tolist(), skip_special_tokens=True)
                  for t in range(ids.shape[1])] for b in range(ids.shape[0])]
+
+
+def pick_token(logits: torch.Tensor, eof: int, do_sample: bool = False, temperature: float = 1.0,
+               top_k: int | None = None, generator: torch.Generator | None = None,
+               eof_threshold: float | None = None) -> torch.Tensor:
+    """Next token per row of logits [B, V] (see `stream` for the greedy eof rule and sampling)."""
+    if not do_sample:
+        if eof_threshold is None:
+            return logits.argmax(dim=-1)
+        # Two decisions, each by its most likely outcome: end the frame or not (p(eof) against the rest
+        # together), then which token. The eof CE trains exactly that first decision.
+        p_eof = torch.softmax(logits.float(), dim=-1)[:, eof]
+        other = logits.index_fill(1, torch.tensor([eof], device=logits.device), float("-inf")).argmax(dim=-1)
+        return torch.where(p_eof >= eof_threshold, torch.full_like(other, eof), other)
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (use do_sample=False for greedy)")
+    logits = logits / temperature
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(int(top_k), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 class _LMState:

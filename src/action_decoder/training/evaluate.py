@@ -28,10 +28,7 @@ def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = N
     return model, tokenizer, cfg, ckpt
 
 
-def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
-                        out_dir: str | Path | None = None) -> tuple[dict, Path]:
-    """Write `<out_dir>/eval.json` (default `<checkpoint dir>/eval/<checkpoint>_<split>/`) and return it."""
-    path = Path(path)
+def _prepare(path: Path, split: str, data_overrides: dict | None):
     model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
     cfg.train.max_val_steps = None  # evaluate the whole split
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -39,8 +36,20 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     stages = build_stages(cfg)
     stage = next((s for s in stages if s.name == ckpt["stage"]), stages[-1])  # the stage the checkpoint was saved in
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data)
-    losses, summary = validate(model, dataset, ActionLoss(stage.loss_weights, cfg.model.click_sigma), cfg, stage,
-                               tokenizer.pad_token_id, 0, accelerator)
+    loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+
+    def run():
+        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
+
+    return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
+
+
+def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
+                        out_dir: str | Path | None = None) -> tuple[dict, Path]:
+    """Write `<out_dir>/eval.json` (default `<checkpoint dir>/eval/<checkpoint>_<split>/`) and return it."""
+    path = Path(path)
+    _, _, ckpt, dataset, run = _prepare(path, split, data_overrides)
+    losses, summary = run()
     result = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "stage": ckpt["stage"],
               "num_clips": len(dataset), "skipped_clips": getattr(dataset, "skipped", 0),
               "loss": losses, "metrics": summary}
@@ -48,3 +57,23 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
     return result, out_dir
+
+
+TRANSCRIPT_METRICS = ("transcript_cer", "transcript_wer", "transcript_exact_match", "transcript_missed_rate",
+                      "transcript_false_text_rate")
+
+
+def sweep_eof_threshold(path: str | Path, split: str, thresholds, data_overrides: dict | None = None) -> list[dict]:
+    """model=parallel: the split's transcript metrics decoded at each `model.eof_threshold` (None = plain argmax).
+
+    Use it on val to pick the speak/silent threshold, then set model.eof_threshold for training and eval.
+    """
+    model, cfg, _, _, run = _prepare(Path(path), split, data_overrides)
+    if cfg.model.name != "parallel":
+        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint; eof_thresholds needs model=parallel")
+    rows = []
+    for threshold in thresholds:
+        model.config.eof_threshold = None if threshold is None else float(threshold)
+        summary = run()[1]
+        rows.append({"eof_threshold": threshold, **{k: summary[k] for k in TRANSCRIPT_METRICS}})
+    return rows
