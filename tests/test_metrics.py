@@ -227,6 +227,30 @@ def test_transcript_cer_wer_exact_match():
     assert r["transcript_missed_rate"] == pytest.approx(1 / 3) and r["transcript_false_text_rate"] == pytest.approx(2 / 3)
 
 
+def test_teacher_forced_token_accuracy_and_speak_auc():
+    # One clip, 3 frames, vocabulary of 4 ids, eof = 3. Frame 0 silent (target: eof), frames 1-2 narrated.
+    eof, V = 3, 4
+    targets = torch.tensor([[[eof, -100, -100], [1, 2, eof], [2, eof, -100]]])
+    p_first = [0.9, 0.2, 0.95]  # p(eof) at each frame's first slot
+    probs = torch.full((1, 3, 3, V), 0.1)
+    for t, p in enumerate(p_first):
+        probs[0, t, 0] = torch.tensor([(1 - p) / 3] * 3 + [p])
+    probs[0, 1, 0] = torch.tensor([0.1, 0.6, 0.1, 0.2])  # right (1)
+    probs[0, 1, 1] = torch.tensor([0.7, 0.1, 0.1, 0.1])  # wrong (want 2)
+    probs[0, 1, 2] = torch.tensor([0.1, 0.1, 0.1, 0.7])  # right (eof)
+    probs[0, 2, 1] = torch.tensor([0.1, 0.1, 0.1, 0.7])  # right (eof); frame 2's slot 0 (p_eof .95) says eof: wrong
+    m = ActionMetrics(ACTIONS, KEYS, MODS)
+    m.update_teacher_forced(probs.log(), targets)
+    r = m.compute()
+    # hits: frame 0 slot 0 (eof), frame 1 slots 0 and 2, frame 2 slot 1 -> 4 of 6 targets
+    assert r["transcript_token_acc"] == pytest.approx(4 / 6)
+    # silent p_eof 0.9 vs narrated 0.2 (ranked right) and 0.95 (ranked wrong) -> AUC 1/2
+    assert r["transcript_speak_auc"] == pytest.approx(0.5)
+    assert r["transcript_cer"] is None  # nothing generated yet: CER is undefined, not 0
+    m.update_teacher_forced(probs.log()[:, :2], targets[:, :2])  # the well-ranked pair again
+    assert m.compute()["transcript_speak_auc"] == pytest.approx(4 / 6)  # each 0.9 beats both 0.2s, not 0.95
+
+
 def test_scalars_flattens_numbers_for_the_metrics_log():
     gen = torch.Generator().manual_seed(1)
     m = ActionMetrics(ACTIONS, KEYS, MODS)

@@ -144,6 +144,20 @@ def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
     torch.testing.assert_close(again.action_logits, out.action_logits)
 
 
+def test_frame_transcript_reads_frames_up_to_the_next_one(tokenizer):
+    """Frame t's text scores see frames <= t+1 (narration on t is what happens in [t, t+1), like its label):
+    changing the last frame moves the scores of it and the frame before, never of earlier frames."""
+    model = make_model(tokenizer).eval()
+    batch = make_batch(tokenizer)
+    changed = dict(batch, pixels=batch["pixels"].clone())
+    changed["pixels"][:, -1] += 1.0
+    with torch.no_grad():
+        before, after = model(batch).transcript_logits, model(changed).transcript_logits
+    assert T >= 3
+    torch.testing.assert_close(after[:, :-2], before[:, :-2], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[:, -2], before[:, -2]) and not torch.allclose(after[:, -1], before[:, -1])
+
+
 def test_transcript_mask_must_be_right_padded(tokenizer):
     model = make_model(tokenizer)
     batch = make_batch(tokenizer)

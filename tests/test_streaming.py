@@ -168,3 +168,9 @@ def test_eof_threshold_trades_missed_narration_for_false_text(trained, tokenizer
     counts = [frames_with_text(th) for th in (0.001, 0.5, 0.999)]
     assert counts[0] <= counts[1] <= counts[2]
     assert counts[0] == 0 and counts[2] == B * T  # always silent / always speaking
+
+
+@pytest.mark.parametrize("bad", ["0", "1.0", "1.5"])
+def test_eof_threshold_outside_0_1_is_a_clear_error(tokenizer, bad):
+    with pytest.raises(ValueError, match="model.eof_threshold"):
+        make_model(tokenizer, f"model.eof_threshold={bad}")

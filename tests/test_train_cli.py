@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import (REPO, only_run_dir, read_metrics, run_cli, run_eval, run_train, step_losses, subprocess_env,
                             train_args, trainer_state)
@@ -179,14 +180,17 @@ def test_new_arch_trains_and_eval_reports_transcripts_and_the_eof_sweep(prepared
     assert math.isfinite(val["loss"]["transcript"]) and val["metrics"]["n_narrated_frames"] > 0
     assert 0.0 <= val["metrics"]["transcript_missed_rate"] <= 1.0
 
-    proc = run_eval(f"checkpoint={run / 'best.pt'}", "split=val", "eof_thresholds=[null,0.001,0.999]")
+    own = OmegaConf.load(run / "config.yaml").model.eof_threshold  # the preset's speak/silent rule
+    swept = "null" if own is None else str(own)
+    proc = run_eval(f"checkpoint={run / 'best.pt'}", "split=val", f"eof_thresholds=[{swept},0.001,0.999]")
     out = run / "eval" / "best_val"
     m = json.loads((out / "eval.json").read_text())["metrics"]
     assert m["transcript_cer"] >= 0.0 and m["n_narrated_frames"] > 0
+    assert 0.0 <= m["transcript_token_acc"] <= 1.0 and 0.0 <= m["transcript_speak_auc"] <= 1.0
     assert "transcripts: cer=" in proc.stdout
     rows = json.loads((out / "eof_threshold.json").read_text())
-    assert [r["eof_threshold"] for r in rows] == [None, 0.001, 0.999]
-    assert rows[0]["transcript_cer"] == pytest.approx(m["transcript_cer"])  # null = the checkpoint's own rule
+    assert [r["eof_threshold"] for r in rows] == [own, 0.001, 0.999]
+    assert rows[0]["transcript_cer"] == pytest.approx(m["transcript_cer"])  # the checkpoint's own rule, again
     # Near 0 every frame stays silent (CER 1: all deletions); near 1 every frame speaks.
     assert rows[1]["transcript_missed_rate"] == 1.0 and rows[1]["transcript_cer"] == 1.0
     assert rows[2]["transcript_missed_rate"] == 0.0 and rows[2]["transcript_false_text_rate"] == 1.0

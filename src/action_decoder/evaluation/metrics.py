@@ -44,7 +44,12 @@ _COUNT_KEYS = (
     "narrated_missed",  # [] int64, narrated frames where the model wrote nothing
     "silent_frames",  # [] int64, frames with an empty reference transcript
     "silent_false_text",  # [] int64, silent frames where the model still wrote text
+    "tf_token_hits",  # [] int64, teacher-forced transcript targets (text + eof) whose argmax is right
+    "tf_tokens",  # [] int64, teacher-forced transcript targets
+    "speak_hist_narrated",  # [SPEAK_BINS] int64, p(eof) at the first slot of narrated frames, binned
+    "speak_hist_silent",  # [SPEAK_BINS] int64, the same on silent frames
 )
+SPEAK_BINS = 50  # resolution of the speak/silent AUC (ties within a bin count half)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -155,7 +160,8 @@ class ActionMetrics:
     def reset(self) -> None:
         """Forget everything seen so far (start of a new validation pass)."""
         a, k, m = len(self.action_names), len(self.key_names), len(self.modifier_names)
-        sizes = {"action_confusion": (a, a), "key_confusion": (k, k), "modifier_confusion": (m, m)}
+        sizes = {"action_confusion": (a, a), "key_confusion": (k, k), "modifier_confusion": (m, m),
+                 "speak_hist_narrated": (SPEAK_BINS,), "speak_hist_silent": (SPEAK_BINS,)}
         self._state = {
             name: torch.zeros(sizes.get(name, ()), dtype=torch.float64 if name == "click_dist_sum" else torch.int64)
             for name in _COUNT_KEYS
@@ -176,7 +182,8 @@ class ActionMetrics:
             if new.shape != self._state[name].shape:
                 raise ValueError(f"state['{name}'] has shape {list(new.shape)}, expected {list(self._state[name].shape)}")
             self._state[name] = new.to(self._state[name].dtype)
-        self._has_transcripts = bool(self._state["narrated_frames"] + self._state["silent_frames"])
+        self._has_transcripts = bool(self._state["narrated_frames"] + self._state["silent_frames"]
+                                     + self._state["tf_tokens"])
 
     def merge(self, other: ActionMetrics) -> ActionMetrics:
         """Add another accumulator's counts into this one (same vocabularies and radius); returns self."""
@@ -236,6 +243,30 @@ class ActionMetrics:
                 pred_click_xy=_get(outputs, "click_xy"),
                 batch=batch,
             )
+            logits = outputs.get("transcript_logits") if isinstance(outputs, Mapping) else \
+                getattr(outputs, "transcript_logits", None)
+            if logits is not None:
+                self.update_teacher_forced(logits, _get(outputs, "transcript_targets"))
+
+    def update_teacher_forced(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add teacher-forced transcript scores: logits [B, T, S+1, V] and targets [B, T, S+1] (each frame's
+        tokens, then its eof, then -100). Two numbers greedy CER hides while it sits at the empty baseline:
+        next-token accuracy over text + eof targets, and how well p(eof) at a frame's first slot separates
+        silent from narrated frames (`transcript_speak_auc`: 0.5 = no idea, 1 = always right)."""
+        with torch.no_grad():
+            self._to(targets.device)
+            self._has_transcripts = True
+            real = targets != IGNORE_INDEX
+            self._state["tf_token_hits"] += ((logits.argmax(-1) == targets) & real).sum()
+            self._state["tf_tokens"] += real.sum()
+            rows = real[..., 0]  # frames with a target row (every real frame has at least its eof)
+            last = (real.sum(-1) - 1).clamp(min=0)
+            eof = targets.gather(-1, last.unsqueeze(-1))[..., 0]  # a frame's last target is its eof
+            p_eof = torch.softmax(logits[..., 0, :].float(), dim=-1).gather(-1, eof.unsqueeze(-1))[..., 0]
+            bins = (p_eof * SPEAK_BINS).long().clamp(0, SPEAK_BINS - 1)
+            silent = targets[..., 0] == eof
+            for key, sel in (("speak_hist_silent", rows & silent), ("speak_hist_narrated", rows & ~silent)):
+                self._state[key] += torch.bincount(bins[sel], minlength=SPEAK_BINS)
 
     def update_predictions(
         self,
@@ -316,8 +347,9 @@ class ActionMetrics:
         action_majority_acc / _macro_f1 / _class (the always-majority-class baseline of these targets),
         key_acc / key_macro_f1 / key_majority_acc and the same for modifier (frames where the head
         applies), click_hit_rate (within click_radius), click_mean_dist, counts n_frames, n_key_frames,
-        n_modifier_frames, n_click_frames; transcript_cer / _wer / _exact_match / _false_text_rate
-        and n_narrated_frames once `update_transcripts` was called. Per-key / per-modifier detail is
+        n_modifier_frames, n_click_frames; transcript_cer / _wer / _exact_match / _false_text_rate /
+        _missed_rate and n_narrated_frames once `update_transcripts` was called, transcript_token_acc /
+        _speak_auc once teacher-forced transcript logits were seen. Per-key / per-modifier detail is
         left out to keep the metrics log small: `confusion_summary(m.state()["key_confusion"], names)`.
         """
         st = {k: v.detach().cpu() for k, v in self._state.items()}
@@ -359,6 +391,8 @@ class ActionMetrics:
                 transcript_false_text_rate=_div(st["silent_false_text"], st["silent_frames"]),
                 transcript_missed_rate=_div(st["narrated_missed"], st["narrated_frames"]),
                 n_narrated_frames=int(st["narrated_frames"]),
+                transcript_token_acc=_div(st["tf_token_hits"], st["tf_tokens"]),
+                transcript_speak_auc=_speak_auc(st["speak_hist_silent"], st["speak_hist_narrated"]),
             )
         out.update(
             action_per_class_acc=action["per_class_acc"],
@@ -389,6 +423,16 @@ class ActionMetrics:
         if lo < 0 or hi >= n:
             raise ValueError(f"{head} class id out of range [0, {n}): saw {lo if lo < 0 else hi}")
         self._state[key] += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
+
+
+def _speak_auc(silent: torch.Tensor, narrated: torch.Tensor) -> float | None:
+    """P(p_eof of a random silent frame > that of a random narrated one), ties (same bin) counting half."""
+    silent, narrated = silent.double(), narrated.double()
+    pairs = float(silent.sum() * narrated.sum())
+    if not pairs:
+        return None
+    narrated_below = torch.cumsum(narrated, 0) - narrated  # narrated frames in lower bins
+    return float((silent * (narrated_below + 0.5 * narrated)).sum()) / pairs
 
 
 def scalars(result: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | None]:

@@ -195,7 +195,12 @@ def plot_accuracy(records: Sequence[dict], out_png: str | os.PathLike, title: st
                 ax.plot(xs, ys, style, color=color, marker="o", markersize=4, label=label)
         if key == "action_acc" and baseline is not None:
             ax.axhline(baseline, color="0.5", linestyle="-.", linewidth=1, label="majority class (val)")
-        if not key.startswith("transcript"):
+        if key == "transcript_cer":
+            # Against the empty-prediction baseline (CER 1: every reference character deleted), from 0, so
+            # a flat 0.995-1.0 does not fill the panel as if it were progress. Wrong text can exceed 1.
+            ax.axhline(1.0, color="0.5", linestyle="-.", linewidth=1, label="empty prediction")
+            ax.set_ylim(-0.02, max(1.05, *(_values(val, "metrics", key)[1] or [0.0])) + 0.05)
+        else:
             ax.set_ylim(-0.02, 1.05)
         _finish_axis(ax, "epoch", key.split("_", 1)[1].replace("_", " ") if "_" in key else key, name)
         _integer_epochs(ax, [int(r["epoch"]) for r in (*train, *val)])
