@@ -26,7 +26,7 @@ decode(features) -> Outputs
   1. Shared per-frame features x [B, T, Dd] from `model.head_features`:
      frame_transformer: the original's frame trunk (pooling, temporal layers, prompt cross-attn);
      lm: LayerNorm + Linear of the mean LM hidden state at the frame's visual slots, plus the motion
-     summary (the LM sees frames <= t; label t's effect shows in frame t+1).
+     summary again (a direct path from the change into frame t+1 to the heads).
   2. Action / key / modifier / click heads, each reading only x (and the visual tokens for click):
      no head reads another head's output.
   3. Transcript logits: the LM head at the predicting slots only (not over prompt/visual slots).
@@ -124,7 +124,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             # would be an unused parameter (DDP rejects those).
             self.prompt_proj = None
             self.lm_to_frame = nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, d))
-            self._build_motion()  # the LM sees frames <= t; the heads also need the change into frame t+1
+            self._build_motion()  # the LM's visual tokens and the heads read the change into frame t+1
         self.action_head = nn.Linear(d, num_actions)
         self.key_head = nn.Linear(d, num_keys)
         self.modifier_head = nn.Linear(d, num_modifiers)
