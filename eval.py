@@ -13,6 +13,13 @@ def _latest_run(output_root: str, experiment: str) -> Path:
     return runs[-1].parent
 
 
+def _checkpoint(cfg: DictConfig) -> Path:
+    """checkpoint=<path>, or best.pt of the newest run of `experiment` for `latest` (and for a bare eof sweep)."""
+    if cfg.checkpoint in (None, "latest"):
+        return _latest_run(cfg.output_root, cfg.experiment) / "best.pt"
+    return Path(cfg.checkpoint)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, read_metrics,
@@ -24,8 +31,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.checkpoint:
         from action_decoder.training.evaluate import evaluate_checkpoint
 
-        ckpt = (_latest_run(cfg.output_root, cfg.experiment) / "best.pt" if cfg.checkpoint == "latest"
-                else Path(cfg.checkpoint))
+        ckpt = _checkpoint(cfg)
         result, out_dir = evaluate_checkpoint(ckpt, cfg.split, OmegaConf.to_container(cfg.data))
         m = result["metrics"]
         plot_confusion(m["action_confusion"], m["action_names"], out_dir / "confusion.png")
@@ -37,20 +43,15 @@ def main(cfg: DictConfig) -> None:
             print(f"transcripts: cer={m['transcript_cer']:.3f} wer={m['transcript_wer']:.3f} "
                   f"exact={m['transcript_exact_match']:.3f} missed={m['transcript_missed_rate']:.3f} "
                   f"false_text={m['transcript_false_text_rate']:.3f} on {m['n_narrated_frames']} narrated frames "
-                  "(empty-prediction baseline: cer=wer=1.0)")
+                  "(empty-prediction baseline: cer=wer=1.0); teacher-forced "
+                  f"token_acc={m['transcript_token_acc']:.3f} speak_auc={m['transcript_speak_auc']:.3f}")
         print(f"-> {out_dir}/eval.json, confusion.png")
     if cfg.eof_thresholds:
-        import json
-
         from action_decoder.evaluation.plots import plot_eof_threshold
         from action_decoder.training.evaluate import sweep_eof_threshold
 
-        ckpt = (_latest_run(cfg.output_root, cfg.experiment) / "best.pt" if cfg.checkpoint in (None, "latest")
-                else Path(cfg.checkpoint))
-        rows = sweep_eof_threshold(ckpt, cfg.split, list(cfg.eof_thresholds), OmegaConf.to_container(cfg.data))
-        out_dir = ckpt.parent / "eval" / f"{ckpt.stem}_{cfg.split}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eof_threshold.json").write_text(json.dumps(rows, indent=1))
+        rows, out_dir = sweep_eof_threshold(_checkpoint(cfg), cfg.split, list(cfg.eof_thresholds),
+                                            OmegaConf.to_container(cfg.data))
         plot_eof_threshold(rows, out_dir / "eof_threshold.png")
         for r in rows:
             print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))

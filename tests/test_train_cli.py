@@ -187,7 +187,7 @@ def test_new_arch_trains_and_eval_reports_transcripts_and_the_eof_sweep(prepared
     m = json.loads((out / "eval.json").read_text())["metrics"]
     assert m["transcript_cer"] >= 0.0 and m["n_narrated_frames"] > 0
     assert 0.0 <= m["transcript_token_acc"] <= 1.0 and 0.0 <= m["transcript_speak_auc"] <= 1.0
-    assert "transcripts: cer=" in proc.stdout
+    assert "transcripts: cer=" in proc.stdout and "speak_auc=" in proc.stdout
     rows = json.loads((out / "eof_threshold.json").read_text())
     assert [r["eof_threshold"] for r in rows] == [own, 0.001, 0.999]
     assert rows[0]["transcript_cer"] == pytest.approx(m["transcript_cer"])  # the checkpoint's own rule, again

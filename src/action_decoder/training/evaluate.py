@@ -44,6 +44,13 @@ def _prepare(path: Path, split: str, data_overrides: dict | None):
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
 
 
+def eval_dir(path: Path, split: str) -> Path:
+    """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>/`."""
+    out = path.parent / "eval" / f"{path.stem}_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
                         out_dir: str | Path | None = None) -> tuple[dict, Path]:
     """Write `<out_dir>/eval.json` (default `<checkpoint dir>/eval/<checkpoint>_<split>/`) and return it."""
@@ -53,7 +60,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     result = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "stage": ckpt["stage"],
               "num_clips": len(dataset), "skipped_clips": getattr(dataset, "skipped", 0),
               "loss": losses, "metrics": summary}
-    out_dir = Path(out_dir) if out_dir else path.parent / "eval" / f"{path.stem}_{split}"
+    out_dir = Path(out_dir) if out_dir else eval_dir(path, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
     return result, out_dir
@@ -63,12 +70,15 @@ TRANSCRIPT_METRICS = ("transcript_cer", "transcript_wer", "transcript_exact_matc
                       "transcript_false_text_rate")
 
 
-def sweep_eof_threshold(path: str | Path, split: str, thresholds, data_overrides: dict | None = None) -> list[dict]:
-    """model=parallel: the split's transcript metrics decoded at each `model.eof_threshold` (None = plain argmax).
+def sweep_eof_threshold(path: str | Path, split: str, thresholds,
+                        data_overrides: dict | None = None) -> tuple[list[dict], Path]:
+    """model=parallel: the split's transcript metrics decoded at each `model.eof_threshold` (None = plain argmax),
+    written to `<eval dir>/eof_threshold.json` beside eval.json; returns (rows, eval dir).
 
     Use it on val to pick the speak/silent threshold, then set model.eof_threshold for training and eval.
     """
-    model, cfg, _, _, run = _prepare(Path(path), split, data_overrides)
+    path = Path(path)
+    model, cfg, _, _, run = _prepare(path, split, data_overrides)
     if cfg.model.name != "parallel":
         raise ValueError(f"{path} is a model={cfg.model.name} checkpoint; eof_thresholds needs model=parallel")
     rows = []
@@ -76,4 +86,6 @@ def sweep_eof_threshold(path: str | Path, split: str, thresholds, data_overrides
         model.config.eof_threshold = None if threshold is None else float(threshold)
         summary = run()[1]
         rows.append({"eof_threshold": threshold, **{k: summary[k] for k in TRANSCRIPT_METRICS}})
-    return rows
+    out_dir = eval_dir(path, split)
+    (out_dir / "eof_threshold.json").write_text(json.dumps(rows, indent=1))
+    return rows, out_dir
