@@ -12,7 +12,8 @@ from action_decoder.training.run_dir import pin_run_dir_argv
 def main(cfg: DictConfig) -> None:
     from action_decoder.training.loop import train  # imported here so `--help`/`--cfg job` stay fast
 
-    train(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

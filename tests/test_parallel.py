@@ -102,7 +102,7 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
             assert not p.requires_grad, name
     # The transcript decoder = the text LoRA (the same Qwen copy that reads the prompt) + visual->LM tokens.
     assert any(n.startswith("text.model.layers.") and ".lora_B." in n for n in trainable)
-    assert {"lm_query", "lm_visual_proj.1.weight"} <= set(trainable)
+    assert {"lm_query.weight", "lm_visual_proj.1.weight"} <= set(trainable)
     assert not any(n.startswith("text.lm_head") or "embed_tokens" in n for n in trainable)
     assert ("layers.0.self_attn.in_proj_weight" in trainable) == (head_features == "frame_transformer")
 

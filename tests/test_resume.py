@@ -3,6 +3,9 @@ exits 0; the resumed run trains exactly the steps an uninterrupted run would hav
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def stop_with_sigterm(cmd: list[str], output_root: Path, when: Callable[[dict], bool],
-                      env: dict | None = None, timeout: float = 240) -> tuple[Path, int]:
-    """Start `cmd`, send SIGTERM once metrics.jsonl has a record matching `when`; return (run dir, exit code)."""
+                      env: dict | None = None, timeout: float = 240) -> tuple[Path, str]:
+    """Start `cmd`, send SIGTERM once metrics.jsonl has a record matching `when`; return (run dir, its output)."""
     log = output_root / "stopped_run.log"  # a file, not a pipe: nothing blocks while we poll
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env or subprocess_env(), stdout=sink, stderr=subprocess.STDOUT)
@@ -42,7 +45,7 @@ def stop_with_sigterm(cmd: list[str], output_root: Path, when: Callable[[dict], 
     out = log.read_text()
     assert proc.returncode == 0, out[-4000:]
     assert "stop requested: saved resume state" in out
-    return dirs[0], proc.returncode
+    return dirs[0], out
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +58,16 @@ def uninterrupted(prepared_data, tmp_path_factory):
 
 @pytest.mark.parametrize("stop_at", ["first_step", "validation"])
 def test_sigterm_then_resume_latest_equals_uninterrupted_run(prepared_data, uninterrupted, tmp_path, stop_at):
-    when = {"first_step": lambda r: r["split"] == "train",              # mid epoch 0
-            "validation": lambda r: r["split"] == "train_epoch"}[stop_at]  # stop lands on epoch 1's first step
+    when = {"first_step": lambda r: r["split"] == "train",                          # mid epoch 0
+            "validation": lambda r: r["split"] == "train" and r["step"] == 3}[stop_at]  # epoch 0's last step
     cmd = [sys.executable, str(REPO / "train.py"), *train_args(prepared_data, tmp_path, "train.epochs=2")]
-    run, _ = stop_with_sigterm(cmd, tmp_path, when)
+    run, out = stop_with_sigterm(cmd, tmp_path, when)
     stopped = trainer_state(run)
-    assert stopped["step_in_epoch"] > 0 and stopped["epoch"] == (0 if stop_at == "first_step" else 1)
-    assert stopped["global_step"] == 3 * stopped["epoch"] + stopped["step_in_epoch"]
+    assert stopped["epoch"] == 0 and stopped["step_in_epoch"] > 0
+    if stop_at == "validation":  # the stop is honoured between validation batches, before any checkpoint
+        assert stopped["step_in_epoch"] == 3 and "before its validation" in out
+        assert not [r for r in read_metrics(run) if r["split"] in ("val", "train_epoch")]
+    assert stopped["global_step"] == stopped["step_in_epoch"]
     assert max(step_losses(read_metrics(run))) == stopped["global_step"]  # the finished step was logged
 
     # resume=latest with no other override: the run's own overrides (tiny model, data dir) come back
@@ -73,6 +79,10 @@ def test_sigterm_then_resume_latest_equals_uninterrupted_run(prepared_data, unin
     # CPU, fixed seeds: same data order, dropout masks, optimizer and schedule -> bit-equal losses
     assert step_losses(resumed) == step_losses(uninterrupted)
     assert [r["epoch"] for r in resumed if r["split"] == "val"] == [0, 1]
+    # the interrupted epoch's summary covers all of its steps, before and after the stop (running sums in the state)
+    def summaries(records):
+        return [(r["loss"], r["metrics"]) for r in records if r["split"] == "train_epoch"]
+    assert summaries(resumed) == summaries(uninterrupted)
     final = trainer_state(run)
     assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 6)
 
@@ -80,3 +90,67 @@ def test_sigterm_then_resume_latest_equals_uninterrupted_run(prepared_data, unin
 def test_resume_of_a_run_without_resume_state_is_a_clear_error(prepared_data, tmp_path):
     proc = run_train(prepared_data, tmp_path, "resume=latest", check=False)
     assert proc.returncode != 0 and "no run with resume state" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(prepared_data, tmp_path_factory):
+    """A finished 1-epoch run over its own copy of the prepared data (the guards below edit it)."""
+    root = tmp_path_factory.mktemp("guarded")
+    shutil.copytree(prepared_data, root / "prepared")
+    run_train(root / "prepared", root / "out", "train.epochs=1")
+    [run] = run_dirs(root / "out")
+    return root, run
+
+
+def resume(root: Path, run: Path, *overrides: str, **kw) -> subprocess.CompletedProcess:
+    return run_cli([sys.executable, str(REPO / "train.py"), f"resume={run}", f"output_root={root / 'out'}",
+                    "train.epochs=2", *overrides], check=False, **kw)
+
+
+def test_resume_under_another_layout_stops_naming_what_changed(one_epoch_run):
+    root, run = one_epoch_run
+    proc = resume(root, run, "train.batch_size=2")
+    assert proc.returncode != 0 and "train.batch_size 4 -> 2: set train.batch_size=4" in proc.stderr
+
+    proc = run_cli(["accelerate", "launch", "--config_file", "conf/accelerate/cpu_2proc.yaml", "train.py",
+                    f"resume={run}", f"output_root={root / 'out'}"], env=subprocess_env(ACCELERATE_USE_CPU="1"),
+                   check=False)
+    assert proc.returncode != 0 and "world size 1 -> 2" in proc.stdout + proc.stderr
+
+    train = root / "prepared" / "train.jsonl"
+    original = train.read_bytes()
+    try:  # re-prepared data: the saved position would mean other clips
+        train.write_bytes(original + original.splitlines(keepends=True)[0])
+        proc = resume(root, run)
+        assert proc.returncode != 0 and f"{train} is not the file the run started on" in proc.stderr
+    finally:
+        train.write_bytes(original)
+
+
+def test_tampered_resume_state_is_refused_before_anything_is_unpickled(one_epoch_run, tmp_path):
+    root, run = one_epoch_run
+    rng = run / "resume" / "random_states_0.pkl"
+    original = rng.read_bytes()
+    marker = tmp_path / "code_ran"
+
+    class Payload:  # unpickling this runs a command
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    try:
+        rng.write_bytes(pickle.dumps(Payload()))
+        proc = resume(root, run)
+        assert proc.returncode != 0 and f"{rng}: contents changed since it was written" in proc.stderr
+        assert not marker.exists()
+
+        rng.write_bytes(original)
+        extra = run / "resume" / "pytorch_model" / "extra.pt"
+        extra.parent.mkdir()
+        extra.write_bytes(pickle.dumps(Payload()))
+        proc = resume(root, run)
+        assert proc.returncode != 0 and f"{extra}: not part of the resume state" in proc.stderr
+        assert not marker.exists()
+        shutil.rmtree(extra.parent)
+    finally:
+        rng.write_bytes(original)
+    run_cli([sys.executable, str(REPO / "train.py"), f"resume={run}", f"output_root={root / 'out'}", "train.epochs=2"])
+    assert trainer_state(run)["epoch"] == 2  # the untouched state resumes

@@ -2,8 +2,8 @@
 the "what trains" API (trainable_state_dict / load_trainable_state_dict / parameter_groups).
 
 `original` (models/original.py) and `parallel` (models/parallel.py) subclass `TaskAwareDecoderBase`;
-parameter names are the March-10 ones (visual_proj, prompt_proj, token_pos, pool_*, time_embed,
-null_prompt, layers, norm, ...) so checkpoints of `model=original` load unchanged.
+parameter names follow the March-10 ones (visual_proj, prompt_proj, token_pos, pool_*, time_embed,
+null_prompt, layers, norm, ...); older checkpoint formats are upgraded on load (training/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -78,8 +78,23 @@ class FourierXY(nn.Module):
         self.proj = nn.Linear(4 * num_frequencies, d_model)
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
-        angles = xy.to(self.frequencies.dtype).unsqueeze(-1) * self.frequencies  # [..., 2, F]
-        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2))
+        # Angles in fp32 whatever the weights' dtype: at 2^7 * pi a bf16 angle is off by a whole turn.
+        # The features then follow the Linear's dtype (DeepSpeed bf16 casts weights, not this buffer).
+        angles = xy.float().unsqueeze(-1) * self.frequencies.float()  # [..., 2, F]
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return self.proj(features.to(self.proj.weight.dtype))
+
+
+class LearnedTokens(nn.Module):
+    """`n` learned d-vectors, read through forward(): ZeRO-3 gathers a module's weights around its forward, so a
+    bare nn.Parameter of the parent, used in the parent's forward, would be seen partitioned (size 0)."""
+
+    def __init__(self, n: int, d: int, std: float = 0.02) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, n, d) * std)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.weight.expand(batch_size, -1, -1)
 
 
 class TaskAwareDecoderBase(nn.Module):
@@ -100,7 +115,7 @@ class TaskAwareDecoderBase(nn.Module):
         """Frame pooling + temporal layers with prompt cross-attention (decode steps 1-3 of the original)."""
         config, d = self.config, self.config.d_model
         attention_pool = config.pool == "attention"
-        self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02) if attention_pool else None
+        self.pool_query = LearnedTokens(1, d) if attention_pool else None
         self.pool_attn = (
             nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout, batch_first=True)
             if attention_pool
@@ -108,7 +123,7 @@ class TaskAwareDecoderBase(nn.Module):
         )
         self._build_motion()
         self.time_embed = nn.Embedding(config.max_frames, d)
-        self.null_prompt = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.null_prompt = LearnedTokens(1, d)
         self.layers = nn.ModuleList(
             nn.TransformerDecoderLayer(
                 d, config.num_heads, config.ffn_dim, config.dropout,
@@ -225,13 +240,13 @@ class TaskAwareDecoderBase(nn.Module):
         B, T, N, D = tokens.shape
         if self.pool_attn is not None:
             flat = tokens.reshape(B * T, N, D)
-            frame = self.pool_attn(self.pool_query.expand(B * T, 1, D), flat, flat, need_weights=False)[0]
+            frame = self.pool_attn(self.pool_query(B * T), flat, flat, need_weights=False)[0]
             frame = frame.reshape(B, T, D)
         else:
             frame = tokens.mean(dim=2)
-        x = frame + self.time_embed.weight[:T] + self.motion_summary(tokens)
+        x = frame + self.time_embed(torch.arange(T, device=frame.device)) + self.motion_summary(tokens)
 
-        memory = torch.cat([self.null_prompt.expand(B, 1, D), prompt], dim=1)
+        memory = torch.cat([self.null_prompt(B), prompt], dim=1)
         keep = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=memory.device), prompt_mask], dim=1)
         causal = (
             nn.Transformer.generate_square_subsequent_mask(T, device=x.device, dtype=x.dtype)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from .base import DecoderConfig, TaskAwareDecoderBase
+from .base import DecoderConfig, LearnedTokens, TaskAwareDecoderBase
 from .losses import IGNORE_INDEX
 from .onevision_encoder import OneVisionEncoder
 from .outputs import Features, Outputs, decode_click_xy
@@ -130,7 +130,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         self.modifier_head = nn.Linear(d, num_modifiers)
         self._build_click_head()
         v = int(config.lm_visual_tokens)
-        self.lm_query = nn.Parameter(torch.randn(1, v, d) * 0.02)
+        self.lm_query = LearnedTokens(v, d)
         self.lm_pool = nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout, batch_first=True)
         self.lm_visual_proj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dt))
         # Visual tokens enter the LM's residual stream next to its token embeddings: start them at the
@@ -143,7 +143,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         # Learned log-temperature of the transcript logits (0 = the LM head as is). The LM head is frozen
         # and tied to the embeddings: a random-init tower (backbone=tiny) has logits of |x| < ~1 that LoRA
         # alone can barely sharpen; a pretrained Qwen head starts calibrated at scale 1.
-        self.transcript_logit_scale = nn.Parameter(torch.zeros(()))
+        self.transcript_logit_scale = LogitScale()
 
     # -- pieces shared by the teacher-forced and the streaming paths ----------------------------
 
@@ -162,7 +162,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         """
         B, T, N, D = tokens.shape
         flat = tokens.reshape(B * T, N, D)
-        pooled = self.lm_pool(self.lm_query.expand(B * T, -1, -1).to(flat.dtype), flat, flat, need_weights=False)[0]
+        pooled = self.lm_pool(self.lm_query(B * T).to(flat.dtype), flat, flat, need_weights=False)[0]
         if torch.is_tensor(motion):
             pooled = pooled + motion.reshape(B * T, 1, D).to(pooled.dtype)
         out = self.lm_visual_proj(pooled).reshape(B, T, -1, self.text.config.hidden_size)
@@ -205,7 +205,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
 
     def transcript_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM hidden states [..., Dt] -> next-token logits [..., vocab] (the Qwen LM head, temperature-scaled)."""
-        return self.text.lm_head(hidden) * self.transcript_logit_scale.exp().to(hidden.dtype)
+        return self.transcript_logit_scale(self.text.lm_head(hidden))
 
     def _heads(self, x: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """All heads from the shared frame features x [..., Dd] (+ the frame's tokens for click)."""
@@ -430,6 +430,18 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         ids, mask = batch["transcript_ids"], batch["transcript_mask"].bool()
         return [[self.tokenizer.decode(ids[b, t][mask[b, t]].tolist(), skip_special_tokens=True)
                  for t in range(ids.shape[1])] for b in range(ids.shape[0])]
+
+
+class LogitScale(nn.Module):
+    """logits * exp(s), s learned from 0. A module (ZeRO-3 gathers it around forward) holding shape [1]
+    (DeepSpeed's bf16 broadcast of a 0-dim tensor fails on gloo)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.weight.exp().to(logits.dtype)
 
 
 def pick_token(logits: torch.Tensor, eof: int, do_sample: bool = False, temperature: float = 1.0,

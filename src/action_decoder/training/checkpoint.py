@@ -5,7 +5,8 @@ plain tensors and Python primitives, so `torch.load(path, weights_only=True)` re
 by the main process to a temp file and renamed (a crash never leaves half a checkpoint).
 
 `resume/` = accelerate's save_state (optimizer, scheduler, RNG of every process, sampler) with the frozen
-base weights left out, plus `trainer_state.json` (epoch, step, stage, best metric, wandb id).
+base weights left out, plus `trainer_state.json` (training/train_state.py) and `manifest.json` (sha256 of every
+file, checked before anything in the folder is unpickled). These hold pickles: load only your own.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
+from action_decoder.training.train_state import file_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Config sections whose values change parameter shapes or label meaning: a checkpoint only loads
 # into a model built with the same values.
 ARCH_KEYS = ("backbone", "model", "labels")
@@ -59,13 +61,30 @@ def save_checkpoint(path: Path, state: dict, cfg: DictConfig, epoch: int, stage:
     os.replace(tmp, path)
 
 
+# Format 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
+V1_RENAMES = {"pool_query": "pool_query.weight", "null_prompt": "null_prompt.weight", "lm_query": "lm_query.weight",
+              "transcript_logit_scale": "transcript_logit_scale.weight"}
+V1_RESHAPES = {"transcript_logit_scale.weight": (1,)}  # was 0-dim: DeepSpeed's bf16 broadcast of those fails on gloo
+
+
+def upgrade_state(state: dict, version: int) -> dict:
+    """A trainable state dict of an older format, in the current one's names and shapes."""
+    if version == 1:
+        state = {V1_RENAMES.get(k, k): v for k, v in state.items()}
+        state = {k: v.reshape(V1_RESHAPES[k]) if k in V1_RESHAPES else v for k, v in state.items()}
+    return state
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {ckpt.get('format_version')} is not {FORMAT_VERSION}")
+    version = ckpt.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{path}: format_version {version} is not one this code reads (1..{FORMAT_VERSION})")
+    ckpt["state"] = upgrade_state(ckpt["state"], version)
+    ckpt["format_version"] = FORMAT_VERSION
     return ckpt
 
 
@@ -122,6 +141,9 @@ def install_trainable_only_hooks(accelerator) -> None:
     accelerator.register_save_state_pre_hook(drop_frozen)
 
 
+MANIFEST = "manifest.json"  # sha256 of every file of the resume state, written last
+
+
 def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     """All ranks call this. Writes resume.tmp/ then swaps it in, so a kill mid-save keeps the old state."""
     final, tmp = run_dir / RESUME_DIRNAME, run_dir / (RESUME_DIRNAME + ".tmp")
@@ -133,6 +155,8 @@ def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     accelerator.wait_for_everyone()  # every rank has written its files (RNG state, ZeRO shards) before the swap
     if accelerator.is_main_process:
         (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        hashes = {str(f.relative_to(tmp)): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps(hashes, indent=1))
         old = run_dir / (RESUME_DIRNAME + ".old")
         if final.exists():
             final.rename(old)
@@ -142,11 +166,38 @@ def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     accelerator.wait_for_everyone()
 
 
+def verify_resume_state(src: Path) -> None:
+    """Every file of a resume state must be the one written with it, before anything is unpickled
+    (accelerate and DeepSpeed load pickles from it). Catches corruption, swapped and extra files; it is no
+    signature: never resume from a state someone else wrote (best.pt / epoch_NNN.pt are the safe files)."""
+    manifest = src / MANIFEST
+    try:
+        hashes = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{manifest}: unreadable ({err}); this resume state cannot be checked, so it is not loaded") from None
+    present = {str(f.relative_to(src)) for f in src.rglob("*") if f.is_file()} - {MANIFEST}
+    extra = sorted(present - set(hashes))
+    if extra:
+        raise ValueError(f"{src / extra[0]}: not part of the resume state that was written; remove it")
+    for name, digest in sorted(hashes.items()):
+        if name not in present:
+            raise ValueError(f"{src / name}: missing from the resume state")
+        if file_sha256(src / name) != digest:
+            raise ValueError(f"{src / name}: contents changed since it was written (sha256 mismatch); "
+                             "the resume state is corrupt or tampered with")
+
+
+def read_trainer_state(run_dir: Path) -> dict:
+    """trainer_state.json of a run's resume state (plain JSON: safe to read before the files are checked)."""
+    return json.loads((run_dir / RESUME_DIRNAME / TRAINER_STATE).read_text())
+
+
 def load_resume_state(accelerator, run_dir: Path) -> dict:
-    """Restore model/optimizer/scheduler/RNG; return trainer_state.json."""
+    """Check, then restore model/optimizer/scheduler/RNG; return trainer_state.json."""
     src = run_dir / RESUME_DIRNAME
+    verify_resume_state(src)  # again, right before unpickling (the loop checked it before building anything)
     if accelerator.state.deepspeed_plugin is not None:
         accelerator.load_state(str(src), load_module_strict=False)
     else:
         accelerator.load_state(str(src), strict=False)
-    return json.loads((src / TRAINER_STATE).read_text())
+    return read_trainer_state(run_dir)

@@ -30,7 +30,8 @@ from action_decoder.models.losses import ActionLoss
 from action_decoder.training import checkpoint as ckpt
 from action_decoder.training.curriculum import build_stages, stage_at
 from action_decoder.training.loggers import MetricsLogger
-from action_decoder.training.run_dir import resolve_resume_dir, share_run_dir, TRAINER_STATE, RESUME_DIRNAME
+from action_decoder.training.run_dir import RESUME_DIRNAME, has_resume_state, resolve_resume_dir, share_run_dir
+from action_decoder.training.train_state import RunLayout, TrainState
 
 
 class NonFiniteLossError(RuntimeError):
@@ -103,6 +104,19 @@ def select(obj, mask: torch.Tensor):
     return dataclasses.replace(obj, **{f.name: pick(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
 
 
+def resolve_precision(configured: str | None, launcher: str | None) -> str:
+    """One precision for the run from `train.mixed_precision` and the launcher's (`accelerate launch` passes its
+    config's / --mixed_precision's value as ACCELERATE_MIXED_PRECISION). Accelerator(mixed_precision=...) would
+    silently override the launcher, so a disagreement stops the run instead."""
+    if configured is None:
+        return launcher or "no"
+    if launcher is not None and launcher != configured:
+        raise ValueError(f"train.mixed_precision={configured} but the accelerate launcher says mixed_precision={launcher} "
+                         f"(launch config or --mixed_precision); make them agree, e.g. train.mixed_precision={launcher} "
+                         f"or --mixed_precision {configured}")
+    return configured
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -114,13 +128,15 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 # ---- the run ------------------------------------------------------------------------------------
 
-def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
+def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | None = None) -> Path:
+    """Run (or resume) the training run `cfg`; `overrides` are its command-line overrides, kept for `resume=`."""
     # ======================= setup =======================
     tc = cfg.train
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if multi_cpu else []  # accelerate leaves it unset without a GPU
+    tc.mixed_precision = resolve_precision(tc.mixed_precision, os.environ.get("ACCELERATE_MIXED_PRECISION"))
     accelerator = Accelerator(
-        mixed_precision=tc.mixed_precision,
+        mixed_precision=tc.mixed_precision,  # the run's config.yaml records the precision that ran
         gradient_accumulation_steps=tc.grad_accum,
         log_with="wandb" if cfg.logger.get("wandb") else None,
         step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step, any world size
@@ -131,9 +147,6 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     if resume_dir is not None and (resume_dir / "config.yaml").is_file():  # fail before load_state(strict=False) would
         saved_cfg = OmegaConf.to_container(OmegaConf.load(resume_dir / "config.yaml"))
         ckpt.check_compatible({"config": saved_cfg}, cfg, resume_dir / "config.yaml")
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     set_seed(cfg.seed)
 
     tokenizer = build_tokenizer(cfg.backbone.text)
@@ -144,6 +157,24 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
         if len(ds) // accelerator.num_processes < tc.batch_size:
             raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
                              f"{accelerator.num_processes} processes; make more recordings or lower train.batch_size")
+
+    split_files = sorted({Path(s.data.prepared_dir) / f"{split}.jsonl" for s in stages for split in ("train", "val")})
+    state = TrainState(stage=stages[0].name, layout=RunLayout.of(
+        accelerator.num_processes, tc.batch_size, tc.grad_accum, split_files))
+    if resume_dir is not None:  # before anything is built: the saved data position must mean the same clips
+        saved = ckpt.read_trainer_state(run_dir).get("layout")
+        changes = state.layout.changes_from(RunLayout(**saved)) if saved else []
+        if changes:
+            raise ValueError(f"resume={run_dir}: the run's layout changed since its resume state was saved:\n  "
+                             + "\n  ".join(changes))
+        ckpt.verify_resume_state(run_dir / RESUME_DIRNAME)
+    if accelerator.is_main_process:  # only once every check passed: a refused resume leaves the run as it was
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if resume_dir is not None and overrides is not None:  # what the next resume=latest reapplies
+            (run_dir / ".hydra").mkdir(exist_ok=True)
+            kept = [o for o in overrides if not o.startswith("resume=")]
+            (run_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(kept)))
 
     def steps_in_epoch(epoch: int) -> int:
         n = len(datasets[stage_at(stages, epoch).name]) // accelerator.num_processes // tc.batch_size
@@ -179,14 +210,11 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ckpt.install_trainable_only_hooks(accelerator)
 
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_action_acc": -1.0, "best_epoch": None,
-             "stage": stages[0].name, "nonfinite_skipped": 0, "wandb_run_id": None}
     if resume_dir is not None:
-        state.update(ckpt.load_resume_state(accelerator, run_dir))
-        accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} step {state['step_in_epoch']} "
-                          f"(stage {state['stage']})")
-    logger = MetricsLogger(accelerator, run_dir, cfg, state["wandb_run_id"])
-    state["wandb_run_id"] = logger.wandb_run_id
+        state.load_state_dict(ckpt.load_resume_state(accelerator, run_dir))
+        accelerator.print(f"resumed {run_dir} at epoch {state.epoch} step {state.step_in_epoch} (stage {state.stage})")
+    logger = MetricsLogger(accelerator, run_dir, cfg, state.wandb_run_id)
+    state.wandb_run_id = logger.wandb_run_id
 
     stop = {"requested": False}  # SIGTERM/SIGINT (SLURM preemption, Ctrl-C): finish the step, save, exit 0
 
@@ -195,23 +223,42 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
+    def stop_agreed() -> bool:  # a collective: every rank stops at the same point
+        return accelerator.reduce(torch.tensor(float(stop["requested"]), device=accelerator.device), "sum").item() > 0
+
+    def save_and_exit(where: str) -> Path:
+        ckpt.save_resume_state(accelerator, run_dir, state.state_dict())
+        accelerator.print(f"stop requested: saved resume state {where} in {run_dir}; "
+                          f"continue with: python train.py resume={run_dir}")
+        return _cleanup(accelerator, run_dir)
+
     names = cfg.labels
     pad_id = tokenizer.pad_token_id
     nonfinite_in_a_row = 0
 
     # ======================= train =======================
-    for epoch in range(state["epoch"], tc.epochs):
+    for epoch in range(state.epoch, tc.epochs):
         stage = stage_at(stages, epoch)
         accelerator.print(f"epoch {epoch}: stage {stage.index} {stage.name!r} "
                           f"(clip_len={stage.data.clip_len}, loss weights {stage.loss_weights})")
-        state["stage"] = stage.name
+        if epoch != state.epoch:
+            state.start_epoch(epoch)
+        state.stage = stage.name
         loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
-        skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        skip = state.step_in_epoch
         loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
                              skip_batches=skip)
         n_steps = steps_in_epoch(epoch)
         train_metrics = ActionMetrics(names["actions"], names["keys"], names["modifiers"], cfg.train.click_radius)
-        loss_sums, loss_count = {}, 0
+        if state.epoch_metric_counts is not None and accelerator.is_main_process:  # resumed mid-epoch: the steps before
+            _load_counts(train_metrics, state.epoch_metric_counts)
+        skipped_at_start = datasets[stage.name].skipped
+
+        def epoch_so_far() -> None:  # collective: fold this rank's counts since the last save into the state
+            reduced = _reduce_counts(accelerator, train_metrics)
+            state.epoch_metric_counts = {k: v.tolist() for k, v in reduced.items()}
+            state.epoch_skipped_clips += int(accelerator.reduce(
+                torch.tensor(datasets[stage.name].skipped - skipped_at_start, device=accelerator.device), "sum").item())
         model.train()
         bar = tqdm(total=n_steps, initial=skip, desc=f"epoch {epoch} [{stage.name}]",
                    disable=not accelerator.is_main_process, dynamic_ncols=True)
@@ -245,53 +292,62 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
                 nonfinite_in_a_row = 0
                 train_metrics.update(outputs, batch)
                 for k, v in losses.items():
-                    loss_sums[k] = loss_sums.get(k, 0.0) + float(v.detach())
-                loss_count += 1
+                    state.epoch_loss_sums[k] = state.epoch_loss_sums.get(k, 0.0) + float(v.detach())
+                state.epoch_loss_count += 1
                 clips_since_log += batch["action"].shape[0] * accelerator.num_processes
             else:
                 nonfinite_in_a_row += 1
-                state["nonfinite_skipped"] += 1
+                state.nonfinite_skipped += 1
                 warnings.warn(f"epoch {epoch} step {step_in_epoch}: non-finite loss or empty batch on some rank; "
-                              f"step skipped ({state['nonfinite_skipped']} so far, {nonfinite_in_a_row} in a row)")
+                              f"step skipped ({state.nonfinite_skipped} so far, {nonfinite_in_a_row} in a row)")
                 if nonfinite_in_a_row >= tc.max_nonfinite_in_a_row:
+                    last = (f"the last resume state: python train.py resume={run_dir}" if has_resume_state(run_dir)
+                            else "no resume state was saved yet")
                     raise NonFiniteLossError(
                         f"{nonfinite_in_a_row} steps in a row had a non-finite loss (epoch {epoch}, step {step_in_epoch}); "
-                        f"the run diverged. Lower train.lr / train.lora_lr or check the data. Last resume state: {run_dir}")
+                        f"the run diverged. Lower train.lr / train.lora_lr or check the data; {last}")
             step_in_epoch += 1
-            state["global_step"] += 1
+            state.global_step += 1
             bar.update(1)
-            if all_ok and (state["global_step"] % tc.log_every == 0 or step_in_epoch == n_steps):
+            if all_ok and (state.global_step % tc.log_every == 0 or step_in_epoch == n_steps):
                 dt = time.perf_counter() - t_log
                 rate = clips_since_log / dt if dt > 0 else None
-                logger.log({"split": "train", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
+                logger.log({"split": "train", "epoch": epoch, "step": state.global_step, "stage": stage.name,
                             "stage_index": stage.index, "lr": lr,
                             "loss": {k: float(v.detach()) for k, v in losses.items()}, "clips_per_s": rate})
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", clips_s=f"{rate or 0:.1f}")
                 t_log, clips_since_log = time.perf_counter(), 0
             if any_stop and accelerator.sync_gradients:  # stop between optimizer steps: no half-accumulated gradient lost
-                state.update(epoch=epoch, step_in_epoch=step_in_epoch)
-                ckpt.save_resume_state(accelerator, run_dir, state)
                 bar.close()
-                accelerator.print(f"stop requested: saved resume state at epoch {epoch} step {step_in_epoch} in {run_dir}; "
-                                  f"continue with: python train.py resume={run_dir}")
-                return _cleanup(accelerator, run_dir)
+                state.step_in_epoch = step_in_epoch
+                epoch_so_far()
+                return save_and_exit(f"at epoch {epoch} step {step_in_epoch}")
         bar.close()
 
         # ---- end of epoch: train summary, validation, checkpoints
-        train_summary = _reduce_metrics(accelerator, train_metrics)
-        mean_losses = {k: v / max(1, loss_count) for k, v in loss_sums.items()}
-        logger.log({"split": "train_epoch", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
-                    "stage_index": stage.index, "loss": mean_losses, "metrics": _scalars(train_summary)})
-        val_losses, val_summary = validate(model, val_sets[stage.name], loss_fn, cfg, stage, pad_id, epoch, accelerator)
-        logger.log({"split": "val", "epoch": epoch, "step": state["global_step"], "stage": stage.name,
+        state.step_in_epoch = n_steps
+        epoch_so_far()
+        _load_counts(train_metrics, state.epoch_metric_counts)
+        train_summary = train_metrics.compute()
+        mean_losses = {k: v / max(1, state.epoch_loss_count) for k, v in state.epoch_loss_sums.items()}
+        val = validate(model, val_sets[stage.name], loss_fn, cfg, stage, pad_id, epoch, accelerator, stop_agreed)
+        if val is None:  # stopped during validation: resuming re-runs this epoch's validation, no step is repeated
+            return save_and_exit(f"after epoch {epoch}'s training steps, before its validation")
+        val_losses, val_summary = val
+        # Logged after validation, so that an epoch whose validation was interrupted is logged once, on resume.
+        logger.log({"split": "train_epoch", "epoch": epoch, "step": state.global_step, "stage": stage.name,
+                    "stage_index": stage.index, "loss": mean_losses, "metrics": _scalars(train_summary),
+                    "skipped_clips": state.epoch_skipped_clips})
+        logger.log({"split": "val", "epoch": epoch, "step": state.global_step, "stage": stage.name,
                     "stage_index": stage.index, "loss": val_losses, "metrics": _scalars(val_summary)})
         accelerator.print(f"epoch {epoch}: val " + "  ".join(
-            f"{k}={_fmt(val_summary.get(k))}" for k in ("action_acc", "action_macro_f1", "click_hit_rate", "key_acc")))
+            f"{k}={_fmt(val_summary.get(k))}" for k in ("action_acc", "action_macro_f1", "click_hit_rate", "key_acc"))
+            + (f"  skipped corrupt clips={state.epoch_skipped_clips}" if state.epoch_skipped_clips else ""))
 
         val_acc = val_summary["action_acc"] if val_summary["action_acc"] is not None else -1.0  # None: empty val split
-        improved = val_acc > state["best_action_acc"]
+        improved = val_acc > state.best_action_acc
         trainable = ckpt.gather_trainable_state(accelerator, model)  # collective under ZeRO-3
-        _check_ranks_in_sync(accelerator, trainable, logger, epoch, state["global_step"])
+        _check_ranks_in_sync(accelerator, trainable, logger, epoch, state.global_step)
         metrics_for_ckpt = {"val": _scalars(val_summary), "val_loss": val_losses, "train_loss": mean_losses}
         if accelerator.is_main_process:
             if (epoch + 1) % tc.save_every == 0 or epoch + 1 == tc.epochs:
@@ -300,18 +356,23 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
             if improved:
                 ckpt.save_checkpoint(run_dir / "best.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
         if improved:
-            state.update(best_action_acc=val_acc, best_epoch=epoch)
-        state.update(epoch=epoch + 1, step_in_epoch=0)
-        ckpt.save_resume_state(accelerator, run_dir, state)
+            state.best_action_acc, state.best_epoch = val_acc, epoch
+        state.start_epoch(epoch + 1)
+        ckpt.save_resume_state(accelerator, run_dir, state.state_dict())
+        if stop_agreed():  # a stop that arrived during the checkpoint writes: all of them are done now
+            accelerator.print(f"stop requested: saved resume state after epoch {epoch} in {run_dir}; "
+                              f"continue with: python train.py resume={run_dir}")
+            return _cleanup(accelerator, run_dir)
 
     # ======================= cleanup =======================
-    accelerator.print(f"done: best val action_acc={state['best_action_acc']:.3f} at epoch {state['best_epoch']}; "
+    accelerator.print(f"done: best val action_acc={state.best_action_acc:.3f} at epoch {state.best_epoch}; "
                       f"run dir {run_dir}")
     return _cleanup(accelerator, run_dir)
 
 
 @torch.no_grad()
-def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
+def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, should_stop=None):
+    """(losses, metrics) over `dataset`, or None when `should_stop()` (a collective, checked between batches) says so."""
     metrics = ActionMetrics(cfg.labels["actions"], cfg.labels["keys"], cfg.labels["modifiers"], cfg.train.click_radius)
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
     model.eval()
@@ -321,6 +382,9 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
     limit = cfg.train.max_val_steps or len(loader)
     for i, batch in enumerate(tqdm(loader, total=min(limit, len(loader)), desc="val", leave=False,
                                    disable=not accelerator.is_main_process)):
+        if should_stop is not None and should_stop():
+            model.train()
+            return None
         if i >= limit or batch is None:
             continue
         batch = to_device(batch, accelerator.device)
@@ -348,16 +412,19 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
         sums = torch.zeros(1)
     total = accelerator.reduce(torch.cat([sums.to(accelerator.device), torch.tensor([float(n)], device=accelerator.device)]), "sum")
     val_losses = {k: float(total[i] / max(1.0, float(total[-1]))) for i, k in enumerate(keys)}
-    return val_losses, _reduce_metrics(accelerator, metrics)
+    metrics.load_state(_reduce_counts(accelerator, metrics))
+    return val_losses, metrics.compute()
 
 
-def _reduce_metrics(accelerator, metrics: ActionMetrics) -> dict:
-    """Sum the metric counts over ranks, then compute."""
-    if accelerator.num_processes > 1:
-        state = metrics.state()
-        reduced = {k: accelerator.reduce(v.to(accelerator.device), "sum").cpu() for k, v in state.items()}
-        metrics.load_state(reduced)
-    return metrics.compute()
+def _reduce_counts(accelerator, metrics: ActionMetrics) -> dict[str, torch.Tensor]:
+    """The metric counts summed over ranks (a collective), on CPU."""
+    return {k: accelerator.reduce(v.to(accelerator.device), "sum").cpu() for k, v in metrics.state().items()}
+
+
+def _load_counts(metrics: ActionMetrics, counts: dict[str, list]) -> None:
+    """Metric counts saved as JSON lists, back in each count's own dtype (float64 sums stay exact)."""
+    own = metrics.state()
+    metrics.load_state({k: torch.tensor(v, dtype=own[k].dtype) for k, v in counts.items()})
 
 
 def _check_ranks_in_sync(accelerator, trainable: dict, logger, epoch: int, step: int) -> None:

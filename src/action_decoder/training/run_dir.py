@@ -66,8 +66,11 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
         saved = run_dir / ".hydra" / "overrides.yaml"
         if saved.is_file():
             argv = [argv[0], *[str(o) for o in OmegaConf.load(saved)], *argv[1:]]
+        # Hydra would rewrite the run's .hydra/ before the resume is checked; the loop records the overrides
+        # itself once the resume is accepted, so a refused attempt leaves the run untouched.
+        extra.append("hydra.output_subdir=null")
     if is_secondary_rank():
-        extra += ["hydra.run.dir=.", "hydra.output_subdir=null",
+        extra += ["hydra.run.dir=."] + ([] if "hydra.output_subdir=null" in extra else ["hydra.output_subdir=null"]) + [
                   "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     return argv + extra
 
