@@ -17,7 +17,7 @@ from action_decoder.models.onevision_encoder import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TOL = 1e-5  # facts sheet: float64 reference differs from the float32 goldens by <= ~4e-6
+TOL = 1e-5  # docs/onevision_encoder.md §11: float64 reference differs from the float32 goldens by <= ~4e-6
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +196,22 @@ def test_new_arch_trains_and_eval_reports_transcripts_and_the_eof_sweep(prepared
     assert rows[1]["transcript_missed_rate"] == 1.0 and rows[1]["transcript_cer"] == 1.0
     assert rows[2]["transcript_missed_rate"] == 0.0 and rows[2]["transcript_false_text_rate"] == 1.0
     assert (out / "eof_threshold.png").stat().st_size > 0
+
+
+def test_corrupt_clips_are_skipped_and_counted_per_epoch(prepared_data, tmp_path):
+    """A truncated video: its clips are skipped with a warning, the epoch goes on, and the count reaches
+    metrics.jsonl and the epoch line."""
+    prepared = tmp_path / "prepared"
+    shutil.copytree(prepared_data, prepared)
+    lines = (prepared / "train.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(Path(first["video"]).read_bytes()[:2000])  # header only: no frame decodes
+    lines[0] = json.dumps({**first, "video": str(broken)})
+    (prepared / "train.jsonl").write_text("\n".join(lines) + "\n")
+    proc = run_train(prepared, tmp_path / "out", "train.epochs=1", "train.max_steps_per_epoch=null",
+                     "train.batch_size=2")
+    [epoch] = [r for r in read_metrics(only_run_dir(tmp_path / "out")) if r["split"] == "train_epoch"]
+    assert epoch["skipped_clips"] >= 1
+    assert f"skipped corrupt clips={epoch['skipped_clips']}" in proc.stdout
+    assert "broken.mp4" in proc.stderr

@@ -1,4 +1,4 @@
-"""What both decoders share (DESIGN.md §4): the towers, `encode`, the frame trunk, the click head, and
+"""What both decoders share (docs/design.md §4): the towers, `encode`, the frame trunk, the click head, and
 the "what trains" API (trainable_state_dict / load_trainable_state_dict / parameter_groups).
 
 `original` (models/original.py) and `parallel` (models/parallel.py) subclass `TaskAwareDecoderBase`;

@@ -1,4 +1,4 @@
-"""Outputs + batch -> named losses and their weighted total (DESIGN.md §4).
+"""Outputs + batch -> named losses and their weighted total (docs/design.md §4).
 
 - action / key / modifier: cross-entropy per frame, frames labelled -100 ignored. A head with no
   valid frame in the batch (e.g. no key presses) contributes an exact 0 that is still attached

@@ -1,6 +1,6 @@
 """Native OneVision vision encoder (no remote code).
 
-Re-implemented from the facts sheet `shared/reference/onevision_encoder.md` (read from
+Re-implemented from the facts in `docs/onevision_encoder.md` (read from
 EvolvingLMMs-Lab/OneVision-Encoder @ c2cd3e0d and checked against its golden fixture).
 State-dict names are identical to the published `lmms-lab-encoder/onevision-encoder-large-lang`
 checkpoint, so its safetensors load with strict=True.

@@ -1,4 +1,4 @@
-"""The March-10 decoder: `OneVisionTaskAwareActionDecoder` (DESIGN.md §4, `model=original`).
+"""The March-10 decoder: `OneVisionTaskAwareActionDecoder` (docs/design.md §4, `model=original`).
 
 encode(batch) -> Features
   1. Visible tokens: `select_visible_tokens` keeps `visible_tokens` patches per frame (all by default).

@@ -1,4 +1,4 @@
-"""What `encode` hands to `decode`, and what `decode` returns (DESIGN.md §4).
+"""What `encode` hands to `decode`, and what `decode` returns (docs/design.md §4).
 
 Plain dataclasses of tensors so that both architectures (original, parallel) share them and a
 caller can cache `Features` (e.g. encode once, decode with several heads).

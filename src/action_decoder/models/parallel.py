@@ -1,4 +1,4 @@
-"""The new architecture, "parallel heads" (DESIGN.md §4, `model=parallel`): all heads from shared
+"""The new architecture, "parallel heads" (docs/design.md §4, `model=parallel`): all heads from shared
 per-frame features in one pass, plus an autoregressive per-frame transcript decoder through the
 Qwen LM head, trained teacher-forced and run streaming with a KV cache.
 
