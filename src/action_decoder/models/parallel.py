@@ -138,7 +138,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         # embeddings' scale. At nn.Linear's default scale they are ~30x larger (tiny: RMS 0.58 vs 0.02), so
         # at a visual slot the attention output is drowned and the first token of every frame is predicted
         # from the visual token alone (identical for every frame: the LM never learned to read the history).
-        embed_rms = float(text.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+        embed_rms = _rms(text.get_input_embeddings().weight.detach())
         nn.init.normal_(self.lm_visual_proj[1].weight, std=embed_rms / math.sqrt(d))
         nn.init.zeros_(self.lm_visual_proj[1].bias)
         # Learned log-temperature of the transcript logits (0 = the LM head as is). The LM head is frozen
@@ -440,6 +440,14 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         ids, mask = batch["transcript_ids"], batch["transcript_mask"].bool()
         return [[self.tokenizer.decode(ids[b, t][mask[b, t]].tolist(), skip_special_tokens=True)
                  for t in range(ids.shape[1])] for b in range(ids.shape[0])]
+
+
+def _rms(weight: torch.Tensor, rows: int = 4096) -> float:
+    """Root mean square in fp32, a block of rows at a time (no fp32 copy of a 151,936-row embedding)."""
+    if weight.is_meta:  # built to be counted (empty_weights): there are no values, any scale will do
+        return 1.0
+    total = sum(float(block.float().pow(2).sum()) for block in weight.split(rows))
+    return math.sqrt(total / weight.numel())
 
 
 def pick_token(logits: torch.Tensor, eof: int, do_sample: bool = False, temperature: float = 1.0,
