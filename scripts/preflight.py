@@ -23,19 +23,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-# Dense bf16 tensor-core peak per device, for MFU (datasheet numbers; unknown devices get no MFU).
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
-
-
 class PreflightError(RuntimeError):
     """A reason to stop, already phrased for the user."""
-
-
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 def host_peak_bytes() -> int:
@@ -65,6 +54,7 @@ def preflight(cfg: DictConfig) -> dict:
     from action_decoder.models.losses import ActionLoss
     from action_decoder.training.curriculum import build_stages, stage_at
     from action_decoder.training.loop import make_loader, to_device
+    from action_decoder.training.throughput import peak_bf16_flops
 
     tc, pc = cfg.train, cfg.preflight
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -139,7 +129,7 @@ def preflight(cfg: DictConfig) -> dict:
     per_epoch = [len(datasets[stage_at(stages, e).name]) // accelerator.num_processes // tc.batch_size
                  for e in range(tc.epochs)]
     per_epoch = [min(n, tc.max_steps_per_epoch or n) // tc.grad_accum for n in per_epoch]
-    peak = peak_flops(device)
+    peak = peak_bf16_flops(device)
     result = {
         "step_s": step_s, "clips_per_s": clips / step_s,
         "peak_device_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
