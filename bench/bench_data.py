@@ -7,6 +7,7 @@ Throughput (frames/s) of the same clips (same files, same frame indices), timed 
 rounds so load from other processes hits every variant alike (medians reported):
   raw_decord          decord.VideoReader(path) (default threads) + get_batch, reopened per clip: the baseline
   raw_decord_1thread  the same with num_threads=1
+  *_sized             threads per worker = the cores / workers (`decode_threads_per_worker`, data.decode_threads=null)
   read_frames         data/video.py decode only (default threads; *_1thread: data.decode_threads=1)
   clip_items          ClipDataset[i]: decode + resize + normalize + labels (what training consumes)
   preprocess_only     data/frames.py on already-decoded frames
@@ -40,7 +41,7 @@ from action_decoder.config import load_config  # noqa: E402
 from action_decoder.data.clips import ClipDataset, collate_clips  # noqa: E402
 from action_decoder.data.frames import preprocess_frames  # noqa: E402
 from action_decoder.data.tokenizer import build_tokenizer  # noqa: E402
-from action_decoder.data.video import read_frames  # noqa: E402
+from action_decoder.data.video import decode_threads_per_worker, read_frames  # noqa: E402
 from action_decoder.data.vocab import LabelVocab  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -185,7 +186,7 @@ def single_process(ds: ClipDataset, ds_1thread: ClipDataset, order: list[int], c
 
 
 def with_workers(ds: ClipDataset, ds_1thread: ClipDataset, order: list[int], clips, workers: int, batch: int,
-                 rounds: int) -> dict:
+                 rounds: int, ds_sized: ClipDataset) -> dict:
     """Whole passes over the clips through a DataLoader (worker start-up included, as in an epoch)."""
     def run_raw(threads):
         loader = DataLoader(RawDecordClips(clips, threads), batch_size=batch, num_workers=workers,
@@ -198,7 +199,9 @@ def with_workers(ds: ClipDataset, ds_1thread: ClipDataset, order: list[int], cli
         return sum(b["pixels"].shape[0] * b["pixels"].shape[1] for b in loader if b is not None)
 
     variants = {"raw_decord": lambda: run_raw(0), "raw_decord_1thread": lambda: run_raw(1),
-                "clip_items": lambda: run_ours(ds), "clip_items_1thread": lambda: run_ours(ds_1thread)}
+                "clip_items": lambda: run_ours(ds), "clip_items_1thread": lambda: run_ours(ds_1thread),
+                "raw_decord_sized": lambda: run_raw(ds_sized.decode_threads),
+                "clip_items_sized": lambda: run_ours(ds_sized)}  # data.decode_threads=null: the default
     rates: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(rounds):
         for k, fn in variants.items():
@@ -208,7 +211,10 @@ def with_workers(ds: ClipDataset, ds_1thread: ClipDataset, order: list[int], cli
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {"workers": workers, "batch_size": batch, "clips": len(clips), "frames_per_s": med, "rounds": rates,
             "ratio_clip_items_vs_raw_decord": med["clip_items"] / med["raw_decord"],
-            "ratio_clip_items_1thread_vs_raw_decord_1thread": med["clip_items_1thread"] / med["raw_decord_1thread"]}
+            "ratio_clip_items_1thread_vs_raw_decord_1thread": med["clip_items_1thread"] / med["raw_decord_1thread"],
+            "sized_decode_threads": ds_sized.decode_threads,
+            "ratio_clip_items_sized_vs_raw_decord": med["clip_items_sized"] / med["raw_decord"],
+            "ratio_clip_items_sized_vs_raw_decord_sized": med["clip_items_sized"] / med["raw_decord_sized"]}
 
 
 def rss_growth(ds: ClipDataset, reads: int, warmup: int, every: int) -> dict:
@@ -342,7 +348,12 @@ def main() -> None:
     print(f"data: {source}: {ds.num_episodes} episodes, {len(ds)} clips, video {first.shape[1:3]} -> {ds.image_size}")
     result["single_process"] = single_process(ds, ds_1thread, order, clips, args.rounds)
     print("single process frames/s:", {k: round(v) for k, v in result["single_process"]["frames_per_s"].items()})
-    result["dataloader"] = with_workers(ds, ds_1thread, order, clips, workers, args.batch_size, args.rounds)
+    ds_sized = ClipDataset(jsonl, clip_len=ds.clip_len, clip_stride=ds.clip_stride, image_size=ds.image_size,
+                           mean=ds.mean, std=ds.std, tokenizer=tok, vocab=vocab,
+                           decode_threads=decode_threads_per_worker(workers),
+                           max_transcript_tokens=int(cfg.data.max_transcript_tokens),
+                           max_prompt_tokens=int(cfg.data.max_prompt_tokens))
+    result["dataloader"] = with_workers(ds, ds_1thread, order, clips, workers, args.batch_size, args.rounds, ds_sized)
     print(f"DataLoader x{workers} frames/s:", {k: round(v) for k, v in result["dataloader"]["frames_per_s"].items()})
     result["rss"] = rss_growth(ds, args.rss_reads, warmup=200, every=250)
     print(f"RSS over {args.rss_reads} reads: {result['rss']['rss_mib_after_warmup']:.1f} -> "

@@ -24,5 +24,5 @@ def test_format_1_checkpoint_loads_strictly_and_scores_the_same():
         out = model(expected["batch"])
     torch.testing.assert_close(out.action_logits, expected["action_logits"])
     torch.testing.assert_close(out.click_logits, expected["click_logits"])
-    torch.testing.assert_close(transcript_loss(out.transcript_logits, out.transcript_targets),
+    torch.testing.assert_close(transcript_loss(out.transcript_hidden, out.transcript_targets, out.transcript_head),
                                expected["transcript_loss"])

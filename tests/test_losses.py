@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from action_decoder.config import load_config
-from action_decoder.models.losses import ActionLoss, build_loss, masked_cross_entropy
+from action_decoder.models.losses import ActionLoss, build_loss, masked_cross_entropy, transcript_loss
 from action_decoder.models.outputs import Outputs
 
 GRID = 4  # 4 x 4 tokens a frame
@@ -131,3 +131,44 @@ def test_bad_loss_settings_are_rejected():
         ActionLoss({"clik": 1.0})
     with pytest.raises(ValueError, match="click_sigma"):
         ActionLoss({"click": 1.0}, click_sigma=-0.1)
+
+
+def transcript_outputs(vocab=50, width=8, seed=0):
+    """Outputs with a transcript: hidden states [2, 3, 4, width], a bias-free LM head, targets with -100 tails."""
+    g = torch.Generator().manual_seed(seed)
+    out = make_outputs()
+    head = torch.nn.Linear(width, vocab, bias=False)
+    calls = []
+    head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    targets = torch.randint(0, vocab, (2, 3, 4), generator=g)
+    lengths = torch.tensor([[1, 4, 2], [3, 1, 4]])
+    targets[torch.arange(4) >= lengths.unsqueeze(-1)] = -100
+    out.transcript_hidden = torch.randn(2, 3, 4, width, generator=g, requires_grad=True)
+    out.transcript_targets, out.transcript_head = targets, head
+    return out, head, calls
+
+
+def test_transcript_loss_in_chunks_equals_full_cross_entropy_with_its_gradients():
+    out, head, calls = transcript_outputs()
+    rows = out.transcript_targets != -100
+    full = F.cross_entropy(head(out.transcript_hidden)[rows], out.transcript_targets[rows])
+    want = torch.autograd.grad(full, [out.transcript_hidden, head.weight])
+    calls.clear()
+    # 3 rows of 50 words per chunk: 14 target rows in 5 chunks, each one made again in the backward pass.
+    chunked = transcript_loss(out.transcript_hidden, out.transcript_targets, head, logits_per_chunk=150)
+    got = torch.autograd.grad(chunked, [out.transcript_hidden, head.weight])
+    torch.testing.assert_close(chunked, full)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    assert max(calls) <= 3 and sum(calls) == 1 + 2 * int(rows.sum())  # (+1: one row to read the vocab size)
+
+
+def test_transcript_weight_zero_computes_no_logits_but_keeps_the_graph():
+    out, head, calls = transcript_outputs()
+    batch = make_batch()
+    losses = ActionLoss({"transcript": 0.0})(out, batch)
+    assert "transcript" not in losses and calls == []
+    losses["total"].backward()
+    assert out.transcript_hidden.grad is not None and out.transcript_hidden.grad.abs().max() == 0
+    with_text = ActionLoss({"transcript": 0.5})(transcript_outputs()[0], batch)
+    torch.testing.assert_close(with_text["total"] - 0.5 * with_text["transcript"], losses["total"])

@@ -265,6 +265,21 @@ def test_towers_are_the_same_in_every_build(tokenizer):
     assert not torch.equal(a.action_head.weight, b.action_head.weight)
 
 
+def test_bf16_text_tower_is_created_in_bf16_with_the_fp32_draws(tokenizer):
+    """A random-init Qwen3 in bf16 is made directly in bf16 (no fp32 copy) yet holds exactly the fp32 draws
+    rounded: checkpoints trained over the old fp32-then-cast towers meet the very same frozen weights."""
+    text_cfg = dict(load_config().backbone.text)
+    torch.manual_seed(0)
+    direct = build_text_model(text_cfg, tokenizer, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    fp32 = build_text_model(text_cfg, tokenizer, dtype=torch.float32)
+    assert torch.get_default_dtype() == torch.float32  # restored after the build
+    got, want = direct.state_dict(), fp32.state_dict()
+    assert got.keys() == want.keys()
+    for name, p in got.items():
+        assert p.dtype == torch.bfloat16 and torch.equal(p, want[name].to(torch.bfloat16)), name
+
+
 # -- real sizes on the meta device ---------------------------------------------------------
 
 

@@ -292,6 +292,16 @@ def test_from_pretrained_local_folder(tmp_path, fixture, shards):
     assert (pooled - tensors["expected.video_sparse.pooler_output"]).abs().max().item() <= TOL
 
 
+def test_from_pretrained_casts_each_tensor_to_the_requested_dtype(tmp_path, fixture):
+    meta, _, state = fixture
+    write_checkpoint(tmp_path / "ckpt", meta, state, shards=2)
+    model = OneVisionEncoder.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
+    got = model.state_dict()
+    assert got.keys() == state.keys()
+    for k, v in state.items():
+        assert got[k].dtype == torch.bfloat16 and torch.equal(got[k], v.to(torch.bfloat16)), k
+
+
 def test_from_pretrained_rejects_a_checkpoint_with_missing_keys(tmp_path, fixture):
     meta, _, state = fixture
     partial = {k: v for k, v in state.items() if not k.startswith("head.")}

@@ -124,14 +124,16 @@ def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
     rows = targets != -100
     manual = F.cross_entropy(logits[rows], targets[rows])
     torch.testing.assert_close(loss_fn(out, batch)["transcript"], manual)
+    torch.testing.assert_close(out.transcript_logits_at(rows), logits[rows])
 
     # Rows past the eof (non-target slots) can hold anything: the loss does not move.
-    noisy = logits.clone()
+    hidden = out.transcript_hidden
+    noisy = hidden.clone()
     noisy[~rows] = torch.randn_like(noisy[~rows]) * 100
-    out.transcript_logits = noisy
+    out.transcript_hidden = noisy
     torch.testing.assert_close(loss_fn(out, batch)["transcript"], manual)
     # A target row does move it (the check above is not vacuous).
-    noisy[rows.nonzero()[0].unbind()] += torch.randn(logits.shape[-1]) * 100
+    noisy[rows.nonzero()[0].unbind()] += torch.randn(hidden.shape[-1]) * 100
     assert not torch.isclose(loss_fn(out, batch)["transcript"], manual)
 
     # The tokens stored in padding slots of transcript_ids are never read (masked out of attention).

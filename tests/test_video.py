@@ -1,6 +1,8 @@
 """Video readers (data/video.py) and frame preprocessing (data/frames.py) on real tiny H.264 files."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,16 @@ def test_preprocess_rejects_float_or_channels_first():
         preprocess_frames(np.zeros((1, 8, 8, 3), np.float32), 8, [0] * 3, [1] * 3)
     with pytest.raises(ValueError, match=r"uint8 \[N, H, W, 3\]"):
         preprocess_frames(np.zeros((1, 3, 8, 8), np.uint8), 8, [0] * 3, [1] * 3)
+
+
+def test_decode_threads_per_worker_keep_workers_times_threads_within_the_rank_cores(monkeypatch):
+    from action_decoder.data.video import decode_threads_per_worker
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)))
+    assert decode_threads_per_worker(8, processes_on_node=8) == 1  # 8 ranks x 8 workers x 1 thread on 96 cores
+    assert decode_threads_per_worker(2, processes_on_node=8) == 6
+    assert decode_threads_per_worker(0, processes_on_node=1) == 96  # decoding in the main process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # what accelerate / torchrun set for each rank
+    assert decode_threads_per_worker(4) == 6
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert decode_threads_per_worker(8) == 1  # never 0 (= FFmpeg's one per core)

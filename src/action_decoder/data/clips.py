@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from action_decoder.data.frames import preprocess_frames
-from action_decoder.data.video import DEFAULT_READER, DEFAULT_THREADS, READERS, VideoDecodeError, read_frames
+from action_decoder.data.video import (DEFAULT_READER, DEFAULT_THREADS, READERS, VideoDecodeError,
+                                      decode_threads_per_worker, read_frames)
 from action_decoder.data.vocab import IGNORE_INDEX, LabelVocab
 
 PER_FRAME_KEYS = ("frame_index", "action", "key", "modifier", "click", "transcript")
@@ -307,11 +308,17 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         max_prompt_tokens=int(data.max_prompt_tokens),
         filters=_plain(data.get("filters")),
         frame_step=int(data.get("frame_step", 1) or 1),
-        decode_threads=int(data.get("decode_threads", DEFAULT_THREADS)),
+        decode_threads=_decode_threads(data),
     )
 
 
 # ---- helpers ----
+
+def _decode_threads(data: Any) -> int:
+    """data.decode_threads, or (null) workers x threads sized to the rank's cores."""
+    threads = data.get("decode_threads", DEFAULT_THREADS)
+    return decode_threads_per_worker(int(data.get("num_workers", 0))) if threads is None else int(threads)
+
 
 def _iter_episodes(episodes) -> Iterable[tuple[str, dict]]:
     """(source "file:line" or "episodes[i]", episode dict) pairs."""

@@ -18,8 +18,20 @@ import numpy as np
 DEFAULT_READER = "decord"
 # 0 = FFmpeg picks (about one thread per core). Measured faster than 1 thread on the 2-core dev machine,
 # in one process and with 2 DataLoader workers (bench/bench_data.py); with many workers per node,
-# data.decode_threads=1 avoids workers x cores decode threads.
+# FFmpeg's choice would start workers x cores decode threads: `decode_threads_per_worker` sizes them.
 DEFAULT_THREADS = 0
+
+
+def decode_threads_per_worker(num_workers: int, processes_on_node: int | None = None) -> int:
+    """Decode threads per loader worker so that workers x threads <= this rank's share of the node's cores.
+
+    processes_on_node: ranks sharing the node (default LOCAL_WORLD_SIZE, set by accelerate / torchrun).
+    An 8-GPU node of 96 cores with 8 workers per rank: 96 / 8 ranks / 8 workers = 1 thread each (FFmpeg's
+    default would start 8 x 8 x 96 threads).
+    """
+    procs = processes_on_node or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, procs) // max(1, num_workers))
 
 
 class VideoDecodeError(RuntimeError):

@@ -243,29 +243,39 @@ class ActionMetrics:
                 pred_click_xy=_get(outputs, "click_xy"),
                 batch=batch,
             )
-            logits = outputs.get("transcript_logits") if isinstance(outputs, Mapping) else \
-                getattr(outputs, "transcript_logits", None)
-            if logits is not None:
-                self.update_teacher_forced(logits, _get(outputs, "transcript_targets"))
+            targets = outputs.get("transcript_targets") if isinstance(outputs, Mapping) else \
+                getattr(outputs, "transcript_targets", None)
+            if targets is not None:
+                rows = targets != IGNORE_INDEX
+                logits = outputs.transcript_logits_at(rows) if hasattr(outputs, "transcript_logits_at") else \
+                    _get(outputs, "transcript_logits")[rows]
+                self.update_teacher_forced_rows(logits, targets)
 
     def update_teacher_forced(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add teacher-forced transcript scores: logits [B, T, S+1, V] and targets [B, T, S+1] (each frame's
         tokens, then its eof, then -100). Two numbers greedy CER hides while it sits at the empty baseline:
         next-token accuracy over text + eof targets, and how well p(eof) at a frame's first slot separates
         silent from narrated frames (`transcript_speak_auc`: 0.5 = no idea, 1 = always right)."""
+        self.update_teacher_forced_rows(logits[targets != IGNORE_INDEX], targets)
+
+    def update_teacher_forced_rows(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """`update_teacher_forced` from the logits at target rows only: logits [M, V], M = (targets != -100).sum(),
+        in row-major order (what `Outputs.transcript_logits_at` makes, without the vocab-wide padding rows)."""
         with torch.no_grad():
             self._to(targets.device)
             self._has_transcripts = True
             real = targets != IGNORE_INDEX
-            self._state["tf_token_hits"] += ((logits.argmax(-1) == targets) & real).sum()
+            self._state["tf_token_hits"] += (logits.argmax(-1) == targets[real]).sum()
             self._state["tf_tokens"] += real.sum()
             rows = real[..., 0]  # frames with a target row (every real frame has at least its eof)
+            first = torch.zeros_like(real)
+            first[..., 0] = real[..., 0]
             last = (real.sum(-1) - 1).clamp(min=0)
             eof = targets.gather(-1, last.unsqueeze(-1))[..., 0]  # a frame's last target is its eof
-            p_eof = torch.softmax(logits[..., 0, :].float(), dim=-1).gather(-1, eof.unsqueeze(-1))[..., 0]
+            p_eof = torch.softmax(logits[first[real]].float(), dim=-1).gather(-1, eof[rows].unsqueeze(-1))[:, 0]
             bins = (p_eof * SPEAK_BINS).long().clamp(0, SPEAK_BINS - 1)
-            silent = targets[..., 0] == eof
-            for key, sel in (("speak_hist_silent", rows & silent), ("speak_hist_narrated", rows & ~silent)):
+            silent = (targets[..., 0] == eof)[rows]
+            for key, sel in (("speak_hist_silent", silent), ("speak_hist_narrated", ~silent)):
                 self._state[key] += torch.bincount(bins[sel], minlength=SPEAK_BINS)
 
     def update_predictions(

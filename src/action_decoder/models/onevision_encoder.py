@@ -458,12 +458,15 @@ class OneVisionEncoder(nn.Module):
         cfg_dict.update(config_overrides)
         config = OneVisionEncoderConfig.from_dict(cfg_dict)
 
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
+        # One tensor at a time, cast as it is read: the model in `dtype` is the only full copy in memory.
         state: dict[str, torch.Tensor] = {}
         for f in folder_files["weights"]:
-            state.update(load_file(str(f), device=str(device)))
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            with safe_open(str(f), framework="pt", device=str(device)) as shard:
+                for k in shard.keys():
+                    v = shard.get_tensor(k)
+                    state[k] = v.to(dtype) if v.is_floating_point() else v
 
         with torch.device("meta"):
             model = cls(config, gradient_checkpointing=gradient_checkpointing)

@@ -6,6 +6,7 @@ caller can cache `Features` (e.g. encode once, decode with several heads).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -38,15 +39,29 @@ class Outputs:
     token_xy: torch.Tensor  # [B, T, N, 2] where each click logit sits (from Features)
     token_cell: tuple[float, float]  # patch size in normalized units (from Features)
     frame_features: torch.Tensor  # [B, T, Dd] frame tokens after the temporal/prompt layers
-    # parallel only (None for original): next-token logits at the positions that predict each frame's
-    # transcript tokens and its end-of-frame marker (row j predicts token j; row len(text) the eof).
-    transcript_logits: torch.Tensor | None = None  # [B, T, S+1, vocab]
+    # parallel only (None for original): the LM hidden states at the positions that predict each frame's
+    # transcript tokens and its end-of-frame marker (row j predicts token j; row len(text) the eof), already
+    # temperature-scaled, and the LM head that turns them into logits. No logits are made here: at Qwen's
+    # 151,936 words they would be the largest tensor of the step; the loss makes them at target rows only,
+    # a chunk at a time (losses.transcript_loss).
+    transcript_hidden: torch.Tensor | None = None  # [B, T, S+1, Dt]
     transcript_targets: torch.Tensor | None = None  # [B, T, S+1] target ids, -100 on rows past the eof
+    transcript_head: Callable[[torch.Tensor], torch.Tensor] | None = None  # [..., Dt] -> logits [..., vocab]
 
     @property
     def click_xy(self) -> torch.Tensor:
         """[B, T, 2] predicted click position (see `decode_click_xy`); computed on access, no grad."""
         return decode_click_xy(self.click_logits, self.token_xy, self.token_cell)
+
+    @property
+    def transcript_logits(self) -> torch.Tensor | None:
+        """[B, T, S+1, vocab] logits at every predicting slot, made on access (rows x vocab memory: for tests and
+        small vocabularies; the loss and the metrics use `transcript_logits_at`)."""
+        return None if self.transcript_hidden is None else self.transcript_head(self.transcript_hidden)
+
+    def transcript_logits_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits [M, vocab] at the M slots where rows [B, T, S+1] is True (row-major order)."""
+        return self.transcript_head(self.transcript_hidden[rows])
 
 
 @torch.no_grad()

@@ -29,7 +29,8 @@ decode(features) -> Outputs
      summary again (a direct path from the change into frame t+1 to the heads).
   2. Action / key / modifier / click heads, each reading only x (and the visual tokens for click):
      no head reads another head's output.
-  3. Transcript logits: the LM head at the predicting slots only (not over prompt/visual slots).
+  3. Transcript: the (temperature-scaled) hidden states at the predicting slots and the LM head; the loss
+     makes logits from them at target rows only (losses.transcript_loss).
 
 stream(...) yields per frame the heads' predictions + the generated text as frames arrive (frame t
 once frame t+1 is there: its labels and narration describe [t, t+1)), keeping one KV cache across frames;
@@ -137,7 +138,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         # embeddings' scale. At nn.Linear's default scale they are ~30x larger (tiny: RMS 0.58 vs 0.02), so
         # at a visual slot the attention output is drowned and the first token of every frame is predicted
         # from the visual token alone (identical for every frame: the LM never learned to read the history).
-        embed_rms = float(text.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+        embed_rms = _rms(text.get_input_embeddings().weight.detach())
         nn.init.normal_(self.lm_visual_proj[1].weight, std=embed_rms / math.sqrt(d))
         nn.init.zeros_(self.lm_visual_proj[1].bias)
         # Learned log-temperature of the transcript logits (0 = the LM head as is). The LM head is frozen
@@ -203,9 +204,14 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         return Interleaved(embeds, valid, positions, torch.where(text_valid, text, IGNORE_INDEX))
 
+    def transcript_scaled(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM hidden states [..., Dt] times the logit temperature: the LM head has no bias, so its logits of
+        these are the temperature-scaled logits, without a second vocab-wide tensor for the scaling."""
+        return self.transcript_logit_scale(hidden)
+
     def transcript_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM hidden states [..., Dt] -> next-token logits [..., vocab] (the Qwen LM head, temperature-scaled)."""
-        return self.transcript_logit_scale(self.text.lm_head(hidden))
+        return self.text.lm_head(self.transcript_scaled(hidden))
 
     def _heads(self, x: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """All heads from the shared frame features x [..., Dd] (+ the frame's tokens for click)."""
@@ -264,8 +270,9 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             token_xy=features.token_xy,
             token_cell=features.token_cell,
             frame_features=x,
-            transcript_logits=self.transcript_logits(features.lm_text_hidden),
+            transcript_hidden=self.transcript_scaled(features.lm_text_hidden),
             transcript_targets=features.transcript_targets,
+            transcript_head=self.text.lm_head,
         )
 
     # -- streaming --------------------------------------------------------------------------------
@@ -379,38 +386,41 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
 
     def _generate_frame(self, lm, last_hidden, limit, eof, pad, forced, do_sample, temperature, top_k,
                         generator, early_stop, eof_threshold):
-        """One frame's text for every clip; the eof is not fed here (the next frame's step feeds it)."""
+        """One frame's text for every clip; the eof is not fed here (the next frame's step feeds it).
+
+        Tokens and log-probs stay on the device until the frame ends (one copy to the host per frame);
+        the only per-token sync is the early-stop check (none with early_stop=False).
+        """
         B = last_hidden.shape[0]
         device = last_hidden.device
-        ids: list[list[int]] = [[] for _ in range(B)]
-        logprobs: list[list[float]] = [[] for _ in range(B)]
+        toks, tok_logps, emitted = [], [], []  # per step [B]: token, its log-prob, whether the clip was still going
         done = torch.zeros(B, dtype=torch.bool, device=device)
+        eofs = torch.full((B,), eof, device=device)
         logits = self.transcript_logits(last_hidden).float()  # [B, V]
         for step in range(limit + 1):
             logp = F.log_softmax(logits, dim=-1)
-            if forced is not None:
+            if step == limit:  # the text is as long as training ever saw: close it
+                tok = eofs
+            elif forced is not None:
                 f_ids, f_len = forced
-                tok = torch.where(step < f_len, f_ids[:, min(step, f_ids.shape[1] - 1)], eof) if f_ids.shape[1] else \
-                    torch.full((B,), eof, device=device)
+                tok = torch.where(step < f_len, f_ids[:, step], eofs) if step < f_ids.shape[1] else eofs
             else:
                 # The eof rule decides speak vs silent (the first token) only; inside a text plain argmax
                 # ends it (the continuation is one likely token, not mass spread over many words).
                 tok = pick_token(logits, eof, do_sample, temperature, top_k, generator,
                                  eof_threshold if step == 0 else None)
-            if step == limit:  # the text is as long as training ever saw: close it
-                tok = torch.full_like(tok, eof)
-            tok_logp = logp.gather(1, tok.unsqueeze(1))[:, 0]
-            for b in range(B):
-                if not done[b]:
-                    logprobs[b].append(float(tok_logp[b]))
-                    if int(tok[b]) != eof:
-                        ids[b].append(int(tok[b]))
+            toks.append(tok)
+            tok_logps.append(logp.gather(1, tok.unsqueeze(1))[:, 0])
+            emitted.append(~done)
             done = done | (tok == eof)
             if step == limit or (early_stop and bool(done.all())):
                 break
             feed = torch.where(done, torch.full_like(tok, pad), tok)
             hidden = lm.step(self._embed(feed.unsqueeze(1)), ~done.unsqueeze(1))
             logits = self.transcript_logits(hidden[:, -1]).float()
+        tok, tok_logp, live = (torch.stack(x, dim=1).tolist() for x in (toks, tok_logps, emitted))  # [B, steps]
+        ids = [[i for i, on in zip(tok[b], live[b]) if on and i != eof] for b in range(B)]
+        logprobs = [[lp for lp, on in zip(tok_logp[b], live[b]) if on] for b in range(B)]
         return ids, logprobs
 
     @torch.no_grad()
@@ -433,15 +443,23 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
 
 
 class LogitScale(nn.Module):
-    """logits * exp(s), s learned from 0. A module (ZeRO-3 gathers it around forward) holding shape [1]
-    (DeepSpeed's bf16 broadcast of a 0-dim tensor fails on gloo)."""
+    """x * exp(s), s learned from 0 (the transcript's logit temperature, applied to the LM head's input). A module
+    (ZeRO-3 gathers it around forward) holding shape [1] (DeepSpeed's bf16 broadcast of a 0-dim tensor fails on gloo)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits * self.weight.exp().to(logits.dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.exp().to(x.dtype)
+
+
+def _rms(weight: torch.Tensor, rows: int = 4096) -> float:
+    """Root mean square in fp32, a block of rows at a time (no fp32 copy of a 151,936-row embedding)."""
+    if weight.is_meta:  # built to be counted (empty_weights): there are no values, any scale will do
+        return 1.0
+    total = sum(float(block.float().pow(2).sum()) for block in weight.split(rows))
+    return math.sqrt(total / weight.numel())
 
 
 def pick_token(logits: torch.Tensor, eof: int, do_sample: bool = False, temperature: float = 1.0,
@@ -454,7 +472,9 @@ def pick_token(logits: torch.Tensor, eof: int, do_sample: bool = False, temperat
         # Two decisions, each by its most likely outcome: end the frame or not (p(eof) against the rest
         # together), then which token. The eof CE trains exactly that first decision.
         p_eof = torch.softmax(logits.float(), dim=-1)[:, eof]
-        other = logits.index_fill(1, torch.tensor([eof], device=logits.device), float("-inf")).argmax(dim=-1)
+        other = logits.clone()
+        other[:, eof] = float("-inf")
+        other = other.argmax(dim=-1)
         return torch.where(p_eof >= eof_threshold, torch.full_like(other, eof), other)
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0 (use do_sample=False for greedy)")

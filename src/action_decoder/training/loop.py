@@ -87,8 +87,10 @@ def make_loader(dataset, cfg: DictConfig, data_cfg: DictConfig, pad_id: int, epo
     # Own generator: iterating a DataLoader otherwise draws its worker base seed from the global RNG, so a
     # resumed run (RNG restored, loader re-created) would see different dropout masks than an uninterrupted one.
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    # persistent_workers=False: the loader is made anew each epoch (its shard is that epoch's permutation).
     return DataLoader(sub, batch_size=bs, shuffle=False, drop_last=train, collate_fn=collate,
-                      num_workers=data_cfg.num_workers, persistent_workers=False, generator=generator)
+                      num_workers=data_cfg.num_workers, persistent_workers=False, generator=generator,
+                      pin_memory=torch.cuda.is_available())  # pinned host pages: the non_blocking copies overlap
 
 
 def to_device(batch: dict, device) -> dict:
