@@ -13,7 +13,6 @@ which batch and dtype, missing data, a clip that does not decode, a non-finite l
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 import resource
 import sys
@@ -44,22 +43,18 @@ def check_data(dataset, n: int) -> int:
 
 
 def preflight(cfg: DictConfig) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from accelerate.utils import set_seed
     from torch.utils.flop_counter import FlopCounterMode
 
     from action_decoder.data.clips import build_clip_dataset
     from action_decoder.data.tokenizer import build_tokenizer
     from action_decoder.models.build import build_model
-    from action_decoder.models.losses import ActionLoss
     from action_decoder.training.curriculum import build_stages, stage_at
-    from action_decoder.training.loop import make_loader, to_device
+    from action_decoder.training.loop import make_accelerator, make_loader, make_loss, make_optimizer, to_device
     from action_decoder.training.throughput import peak_bf16_flops
 
     tc, pc = cfg.train, cfg.preflight
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
-                              kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if multi_cpu else [])
+    accelerator = make_accelerator(cfg)
     say = accelerator.print
     set_seed(cfg.seed)
     tokenizer = build_tokenizer(cfg.backbone.text)
@@ -75,19 +70,12 @@ def preflight(cfg: DictConfig) -> dict:
 
     t0 = time.perf_counter()
     model = build_model(cfg, tokenizer)
-    groups = model.parameter_groups()
-    optimizer = torch.optim.AdamW([{"params": groups["lora"], "lr": tc.lora_lr}, {"params": groups["new"], "lr": tc.lr}],
-                                  weight_decay=tc.weight_decay, betas=tuple(tc.betas))
-    if accelerator.state.deepspeed_plugin is not None:
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["train_micro_batch_size_per_gpu"] = tc.batch_size
-        ds_config["gradient_accumulation_steps"] = tc.grad_accum
-        ds_config["gradient_clipping"] = float(tc.max_grad_norm)
+    optimizer = make_optimizer(model, accelerator, tc)
     model, optimizer = accelerator.prepare(model, optimizer)
     say(f"model: built and prepared in {time.perf_counter() - t0:.0f} s "
         f"(backbone {cfg.backbone.dtype}, mixed_precision {tc.mixed_precision}, {accelerator.num_processes} process(es))")
 
-    loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+    loss_fn = make_loss(stage, cfg, accelerator)
     loader = make_loader(dataset, cfg, stage.data, tokenizer.pad_token_id, 0, accelerator, train=True)
     device = accelerator.device
     cuda = device.type == "cuda"

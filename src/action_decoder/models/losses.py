@@ -32,8 +32,11 @@ LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): 4.2 M
 
 
 class ActionLoss(nn.Module):
-    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0) -> None:
+    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0, recompute_logits: bool = True) -> None:
+        """recompute_logits: transcript logits a chunk at a time, remade in backward (False under ZeRO-3, whose
+        partitioned LM head cannot be re-gathered inside torch's checkpoint recompute; logits stay target rows only)."""
         super().__init__()
+        self.logits_per_chunk = LOGITS_PER_CHUNK if recompute_logits else None
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         if unknown:
             raise ValueError(f"model.loss_weights has unknown entries {unknown}; known: {list(LOSS_NAMES)}")
@@ -53,7 +56,7 @@ class ActionLoss(nn.Module):
         if outputs.transcript_hidden is not None:
             if self.weights["transcript"] != 0:
                 losses["transcript"] = transcript_loss(outputs.transcript_hidden, outputs.transcript_targets,
-                                                       outputs.transcript_head)
+                                                       outputs.transcript_head, self.logits_per_chunk)
                 total = total + self.weights["transcript"] * losses["transcript"]
             else:  # an exact 0 still attached to the transcript-only parameters (DDP wants a gradient for each)
                 total = total + outputs.transcript_hidden.sum() * 0.0
@@ -84,17 +87,20 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 def transcript_loss(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-                    logits_per_chunk: int = LOGITS_PER_CHUNK) -> torch.Tensor:
+                    logits_per_chunk: int | None = LOGITS_PER_CHUNK) -> torch.Tensor:
     """Mean next-token CE of head(hidden) over target rows (transcript tokens + eof).
 
     hidden [..., Dt], targets [...] (-100 = no target), head: [n, Dt] -> logits [n, V] (the LM head).
     Equal to cross_entropy(head(hidden)[rows], targets[rows]) but never holds more than one chunk of logits:
     each chunk's CE is checkpointed, so its logits are remade in the backward pass rather than stored.
+    logits_per_chunk None: one pass over the target rows, logits kept for backward.
     """
     rows = targets != IGNORE_INDEX
     if not rows.any():
         return hidden.sum() * 0.0
     h, y = hidden[rows], targets[rows]  # [M, Dt], [M]
+    if logits_per_chunk is None:
+        return _cross_entropy_sum(head, h, y) / len(y)
     vocab = head(h[:1]).shape[-1]
     step = max(1, logits_per_chunk // vocab)
     total = sum(checkpoint(_cross_entropy_sum, head, h[i:i + step], y[i:i + step], use_reentrant=False)

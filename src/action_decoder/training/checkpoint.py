@@ -30,7 +30,7 @@ NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "dropout", "lora.dropout", "pr
                    "tokenizer_cache", "max_text_tokens")
 
 
-def _is_zero3(accelerator) -> bool:
+def is_zero3(accelerator) -> bool:
     ds = getattr(accelerator.state, "deepspeed_plugin", None)
     return ds is not None and ds.zero_stage == 3
 
@@ -38,7 +38,7 @@ def _is_zero3(accelerator) -> bool:
 def gather_trainable_state(accelerator, model) -> dict[str, torch.Tensor]:
     """Trainable weights on CPU. Collective under ZeRO-3 (call on every rank); only trained weights are gathered."""
     unwrapped = accelerator.unwrap_model(model)
-    if _is_zero3(accelerator):
+    if is_zero3(accelerator):
         import deepspeed
 
         params = [p for p in unwrapped.parameters() if p.requires_grad]

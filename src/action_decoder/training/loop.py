@@ -130,20 +130,53 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 # ---- the run ------------------------------------------------------------------------------------
 
-def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | None = None) -> Path:
-    """Run (or resume) the training run `cfg`; `overrides` are its command-line overrides, kept for `resume=`."""
-    # ======================= setup =======================
+def make_accelerator(cfg: DictConfig) -> Accelerator:
+    """The run's Accelerator, for train.py and scripts/preflight.py alike; sets cfg.train.mixed_precision to the
+    precision that runs (the run's config.yaml records it)."""
     tc = cfg.train
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if multi_cpu else []  # accelerate leaves it unset without a GPU
     tc.mixed_precision = resolve_precision(tc.mixed_precision, os.environ.get("ACCELERATE_MIXED_PRECISION"))
-    accelerator = Accelerator(
-        mixed_precision=tc.mixed_precision,  # the run's config.yaml records the precision that ran
+    return Accelerator(
+        mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.grad_accum,
         log_with="wandb" if cfg.logger.get("wandb") else None,
         step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step, any world size
         kwargs_handlers=handlers,
     )
+
+
+def make_optimizer(model, accelerator, tc: DictConfig) -> torch.optim.Optimizer:
+    """AdamW over what trains (LoRA at its own rate), and DeepSpeed told what train.* says."""
+    groups = model.parameter_groups()
+    optimizer = torch.optim.AdamW(
+        [{"params": groups["lora"], "lr": tc.lora_lr, "name": "lora"},
+         {"params": groups["new"], "lr": tc.lr, "name": "new"}],
+        weight_decay=tc.weight_decay, betas=tuple(tc.betas),
+    )
+    if accelerator.state.deepspeed_plugin is not None:
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = tc.batch_size  # our loaders are not prepared: tell DeepSpeed
+        # DeepSpeed clips and accumulates inside engine.step(); train.* is the one source for both.
+        ds_config["gradient_accumulation_steps"] = tc.grad_accum
+        ds_config["gradient_clipping"] = float(tc.max_grad_norm)
+    if accelerator.gradient_accumulation_steps != tc.grad_accum:  # the launcher's env var wins over our argument
+        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps="
+                         f"{accelerator.gradient_accumulation_steps} but train.grad_accum={tc.grad_accum}; remove it "
+                         "from the launch config / command line and set train.grad_accum")
+    return optimizer
+
+
+def make_loss(stage, cfg: DictConfig, accelerator) -> ActionLoss:
+    # Under ZeRO-3 the LM head is partitioned outside its forward: no checkpointed recompute of transcript logits.
+    return ActionLoss(stage.loss_weights, cfg.model.click_sigma, recompute_logits=not ckpt.is_zero3(accelerator))
+
+
+def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | None = None) -> Path:
+    """Run (or resume) the training run `cfg`; `overrides` are its command-line overrides, kept for `resume=`."""
+    # ======================= setup =======================
+    tc = cfg.train
+    accelerator = make_accelerator(cfg)
     resume_dir = resolve_resume_dir(cfg.resume, cfg.output_root, cfg.experiment_name)
     run_dir = share_run_dir(accelerator, resume_dir or hydra_run_dir)
     if resume_dir is not None and (resume_dir / "config.yaml").is_file():  # fail before load_state(strict=False) would
@@ -191,24 +224,9 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     optimizer_steps = sum(steps_in_epoch(e) // tc.grad_accum for e in range(tc.epochs))
 
     model = build_model(cfg, tokenizer)
-    groups = model.parameter_groups()
-    optimizer = torch.optim.AdamW(
-        [{"params": groups["lora"], "lr": tc.lora_lr, "name": "lora"},
-         {"params": groups["new"], "lr": tc.lr, "name": "new"}],
-        weight_decay=tc.weight_decay, betas=tuple(tc.betas),
-    )
+    optimizer = make_optimizer(model, accelerator, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(optimizer_steps, int(tc.warmup_ratio * optimizer_steps)))
-    if accelerator.state.deepspeed_plugin is not None:
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["train_micro_batch_size_per_gpu"] = tc.batch_size  # our loaders are not prepared: tell DeepSpeed
-        # DeepSpeed clips and accumulates inside engine.step(); train.* is the one source for both.
-        ds_config["gradient_accumulation_steps"] = tc.grad_accum
-        ds_config["gradient_clipping"] = float(tc.max_grad_norm)
-    if accelerator.gradient_accumulation_steps != tc.grad_accum:  # the launcher's env var wins over our argument
-        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps="
-                         f"{accelerator.gradient_accumulation_steps} but train.grad_accum={tc.grad_accum}; remove it "
-                         "from the launch config / command line and set train.grad_accum")
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ckpt.install_trainable_only_hooks(accelerator)
 
@@ -246,7 +264,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
         if epoch != state.epoch:
             state.start_epoch(epoch)
         state.stage = stage.name
-        loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+        loss_fn = make_loss(stage, cfg, accelerator)
         skip = state.step_in_epoch
         loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
                              skip_batches=skip)
