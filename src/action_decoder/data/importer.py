@@ -108,6 +108,7 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
     totals = LabelStats()
     frames_per_action = {s: Counter({a: 0 for a in vocab.actions.names}) for s in SPLITS}
     skipped: dict[str, str] = {}
+    lost_by_recording: dict[str, dict[str, list[int]]] = {}
     for rec_id, rec_dir in tqdm(find_recordings(recordings_dir), desc="prepare", unit="rec", disable=not progress):
         missing = [name for name in REQUIRED_FILES if not (rec_dir / name).exists()]
         if missing:
@@ -123,6 +124,8 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
         episodes[split].append(episode)
         frames_per_action[split].update(episode["action"])
         totals.add(stats)
+        if stats.lost_events:
+            lost_by_recording[rec_id] = stats.lost_share()
 
     summary = {
         "recordings_dir": str(recordings_dir), "prepared_dir": str(prepared_dir), "sample_fps": float(sample_fps),
@@ -130,6 +133,8 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
         "frames": {s: sum(e["num_frames"] for e in episodes[s]) for s in SPLITS},
         "frames_per_action": {s: dict(frames_per_action[s]) for s in SPLITS},
         **totals.as_dict(),
+        "typed_chars_lost": [totals.lost_events["type"], totals.labelled_events["type"]],
+        "lost_by_recording": lost_by_recording,
         "skipped_recordings": skipped,
     }
     prepared_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +158,14 @@ def format_summary(summary: dict) -> str:
     for name in ("events", "labelled_events", "dropped_events", "narration"):
         counts = summary[name]
         lines.append(f"{name.replace('_', ' ')}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    lost = ", ".join(f"{a} {n} of {summary['labelled_events'][a]} ({n / summary['labelled_events'][a]:.0%})"
+                     for a, n in summary["lost_events"].items())
+    lines.append(f"labelled events that lost their frame to another (rule 3, at {summary['sample_fps']:g} fps): "
+                 + (lost or "none"))
+    n_lost, n_typed = summary["typed_chars_lost"]
+    if n_typed:
+        lines.append(f"typed characters lost: {n_lost} of {n_typed} ({n_lost / n_typed:.1%}); "
+                     f"{len(summary['lost_by_recording'])} recording(s) lost events (validate_data.py names them)")
     lines.append(f"middle clicks (ignored): {summary['events'].get('middle_press', 0)}")
     unknown = summary["unknown_keys"]
     lines.append("unknown keys -> other: " + (", ".join(f"{k!r} {v}" for k, v in unknown.items()) or "none"))

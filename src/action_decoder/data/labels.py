@@ -62,14 +62,22 @@ class LabelStats:
     dropped_events: Counter = field(default_factory=Counter)    # by reason: during_pause/before_start/after_end
     unknown_keys: Counter = field(default_factory=Counter)      # logged key name -> presses mapped to `other`
     narration: Counter = field(default_factory=Counter)         # cues, words, words_dropped
+    # Labelled events that did not become their frame's label: another event of the frame won under
+    # rule 3 (higher priority, or the same class earlier). What the sample rate loses, by class.
+    lost_events: Counter = field(default_factory=Counter)
+
+    COUNTERS = ("events", "labelled_events", "lost_events", "dropped_events", "unknown_keys", "narration")
 
     def add(self, other: "LabelStats") -> None:
-        for name in ("events", "labelled_events", "dropped_events", "unknown_keys", "narration"):
+        for name in self.COUNTERS:
             getattr(self, name).update(getattr(other, name))
 
     def as_dict(self) -> dict:
-        return {name: dict(sorted(getattr(self, name).items())) for name in
-                ("events", "labelled_events", "dropped_events", "unknown_keys", "narration")}
+        return {name: dict(sorted(getattr(self, name).items())) for name in self.COUNTERS}
+
+    def lost_share(self) -> dict[str, list]:
+        """class -> [lost, labelled] for every class that lost an event."""
+        return {a: [n, self.labelled_events[a]] for a, n in sorted(self.lost_events.items()) if n}
 
 
 def sampled_frames(video: VideoInfo, sample_fps: float) -> tuple[int, list[int]]:
@@ -243,6 +251,8 @@ def label_events(events: list[Event], meta: Metadata, video: VideoInfo, sample_f
     pos_vt_arr = np.asarray(pos_vt, dtype=np.float64)
     pos_xy_arr = np.asarray(pos_xy, dtype=np.float64).reshape(-1, 2)
 
+    num_logged = len(cand.vt)                             # candidates after this are drag continuations, not events
+
     # Rule 6: frames strictly between a drag's press and release frames continue the drag,
     # at the latest cursor position and modifiers as of the end of that frame.
     for press_vt, release_vt in drags:
@@ -274,6 +284,11 @@ def label_events(events: list[Event], meta: Metadata, video: VideoInfo, sample_f
         prio = np.array([PRIORITY[a] for a in cand.action])
         order = np.lexsort((np.arange(len(vt)), vt, -prio, frame))
         winners = order[np.unique(frame[order], return_index=True)[1]]
+        lost = np.ones(len(vt), dtype=bool)
+        lost[winners] = False
+        for c in np.flatnonzero(lost[:num_logged]).tolist():
+            action = cand.action[c]
+            stats.lost_events["horizontal_scroll" if action == "move" else action] += 1
         for c in winners.tolist():
             f = int(frame[c])
             action = cand.action[c]
