@@ -32,11 +32,16 @@ _HOTKEY_MODIFIERS = frozenset({"ctrl", "alt", "cmd"})
 
 @dataclass(frozen=True)
 class VideoInfo:
-    fps: float          # video frame rate
+    fps: float          # video frame rate (nominal, for a variable-rate video)
     frame_count: int    # decodable frames in the video
+    # Variable frame rate (ocap writes a frame when the screen changes): each frame's pts in seconds.
+    # None for a constant-rate video, whose frame k shows at k / fps.
+    frame_times: tuple[float, ...] | None = None
 
     @property
     def duration(self) -> float:
+        if self.frame_times:                # the last frame shows for one nominal frame period
+            return self.frame_times[-1] + 1.0 / self.fps
         return self.frame_count / self.fps
 
 
@@ -83,6 +88,10 @@ class LabelStats:
 def sampled_frames(video: VideoInfo, sample_fps: float) -> tuple[int, list[int]]:
     """Rule 2: number of sampled frames and the video frame decoded for each."""
     num_frames = max(0, math.floor(video.duration * sample_fps + 1e-9))
+    if video.frame_times:
+        # Variable rate: the frame on screen at i / sample_fps, i.e. the latest one shown by then (else the first).
+        return num_frames, [max(bisect.bisect_right(video.frame_times, i / sample_fps + _BOUNDARY_EPS_S) - 1, 0)
+                            for i in range(num_frames)]
     step = video.fps / sample_fps
     # Round half up (not Python's round-half-even), clipped to the last video frame.
     frame_index = [min(math.floor(i * step + 0.5), video.frame_count - 1) for i in range(num_frames)]
