@@ -19,6 +19,7 @@ checks: where the cursor was drawn in a decoded frame against the logged positio
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -84,10 +85,8 @@ class DesktopConfig:
 def missing_tools() -> list[str]:
     """System tools the recorder needs that are not on PATH, and Python packages not installed."""
     missing = [t for t in SYSTEM_TOOLS if shutil.which(t) is None]
-    for module in ("pynput", "Xlib"):
-        try:
-            __import__(module)
-        except ImportError:
+    for module in ("pynput", "Xlib"):       # find, not import: pynput's import needs a DISPLAY
+        if importlib.util.find_spec(module) is None:
             missing.append(f"python package {module}")
     return missing
 
