@@ -27,7 +27,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import warnings
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
@@ -194,6 +196,12 @@ class EventLog:
         return self
 
     def __exit__(self, *exc) -> None:
+        # pynput's X listeners disable their record context twice when stopped (once from stop(), once in
+        # their own cleanup); the X server answers the second by closing that connection, which the
+        # listener thread reports as ConnectionClosedError after all events were delivered. Not an error here.
+        from Xlib.error import ConnectionClosedError
+        default_hook = threading.excepthook
+        threading.excepthook = lambda a: None if issubclass(a.exc_type, ConnectionClosedError) else default_hook(a)
         self.mouse.stop()
         self.keyboard.stop()
         self.mouse.join(5)
@@ -506,7 +514,9 @@ def record_recording(out_root: str | Path, index: int, cfg: DesktopConfig) -> Pa
         while True:
             wins = session.windows()
             buttons = [b for b in session.children("xcalc") if 20 <= b[2] <= 80 and 14 <= b[3] <= 40]
-            if "xterm" in wins and "xcalc" in wins and len(buttons) >= 20:
+            # Both mapped at their final size (a window first shows up small, then takes its geometry).
+            if ("xterm" in wins and "xcalc" in wins and len(buttons) >= 20
+                    and wins["xterm"][2] >= cols * 6 and wins["xterm"][3] >= rows * 13 and wins["xcalc"][3] >= calc_h):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"xterm/xcalc did not appear on {session.display}: {wins}")
@@ -610,9 +620,12 @@ def record_recording(out_root: str | Path, index: int, cfg: DesktopConfig) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _job(args) -> str:
+def _job(args) -> tuple[int, str | None, str | None]:
     out_root, index, cfg = args
-    return str(record_recording(out_root, index, cfg))
+    try:
+        return index, str(record_recording(out_root, index, cfg)), None
+    except Exception as err:  # one failed recording (an app that did not start, ...) must not end the run
+        return index, None, f"{type(err).__name__}: {err}"
 
 
 def record_recordings(out_root: str | Path, cfg: DesktopConfig, progress: bool = True) -> list[Path]:
@@ -624,9 +637,16 @@ def record_recordings(out_root: str | Path, cfg: DesktopConfig, progress: bool =
     out_root.mkdir(parents=True, exist_ok=True)
     jobs = [(str(out_root), i, cfg) for i in range(cfg.num_recordings)]
     done: list[Path] = []
+    failed: dict[int, str] = {}
     with tqdm(total=len(jobs), desc="desktop recordings", unit="rec", disable=not progress) as bar:
         with mp.get_context("spawn").Pool(max(1, cfg.workers), maxtasksperchild=1) as pool:
-            for p in pool.imap_unordered(_job, jobs, chunksize=1):
-                done.append(Path(p))
+            for index, path, error in pool.imap_unordered(_job, jobs, chunksize=1):
+                if error:
+                    failed[index] = error
+                    warnings.warn(f"{recording_id(index)}: recording failed, skipped: {error}", stacklevel=2)
+                else:
+                    done.append(Path(path))
                 bar.update()
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(jobs)} recordings failed: {sorted(failed)}", stacklevel=2)
     return sorted(done)
