@@ -73,7 +73,7 @@ def test_every_scripted_action_is_labelled_within_one_frame(recorded):
 def test_pause_is_cut_from_video_and_clock(recorded):
     rec, episode, summary, script = recorded
     assert len(script["segment_frames"]) == 2
-    assert decord.VideoReader(str(rec / "video.mp4")).__len__() == sum(script["segment_frames"])
+    assert len(decord.VideoReader(str(rec / "video.mp4"))) == sum(script["segment_frames"])
     assert summary["dropped_events"].get("during_pause", 0) >= 1       # the move made while paused
     assert summary["narration"]["cues"] == 8 and summary["skipped_recordings"] == {}
 
