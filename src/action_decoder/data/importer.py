@@ -100,7 +100,8 @@ def prepare_recording(rec_dir: str | Path, recording_id: str, sample_fps: float,
     cues = read_srt(srt_path) if srt_path.exists() else []
     labels, stats = label_events(events, meta, video, sample_fps, vocab, cues)
     if fmt == "ocap":
-        stats.dropped_events["outside_video"] += ocap.outside_video
+        if ocap.outside_video:
+            stats.dropped_events["outside_video"] += ocap.outside_video
         if video_dir is None:
             raise ValueError("ocap recordings need a video_dir for their sampled mp4")
         video_path = Path(video_dir).resolve() / f"{recording_id}.mp4"
