@@ -19,6 +19,9 @@ from action_decoder.data.desktop_recorder import DesktopConfig, missing_tools, r
 
 def main(argv: list[str]) -> int:
     cfg = load_config(argv)
+    if "desktop" not in cfg.data:
+        print("error: the recorder's knobs are in conf/data/desktop.yaml: run with data=desktop", file=sys.stderr)
+        return 1
     missing = missing_tools()
     if missing:
         print("error: the desktop recorder needs " + ", ".join(missing) + "\n  apt-get install -y xvfb xdotool "
