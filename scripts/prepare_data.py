@@ -2,6 +2,7 @@
 
     python scripts/prepare_data.py                                   # conf/data/synthetic.yaml paths
     python scripts/prepare_data.py data.recordings_dir=/path/to/recordings data.prepared_dir=/path/out
+    python scripts/prepare_data.py data=ocap data.recordings_dir=/path/to/ocap   # <name>.mkv + <name>.mcap pairs
 
 Writes <prepared_dir>/{train,val,test}.jsonl and summary.json, prints the summary.
 A malformed recording stops the run with `<file>:<line>: <reason>` and exit status 1.
@@ -20,7 +21,8 @@ def main(argv: list[str]) -> int:
     cfg = load_config(argv)
     try:
         summary = prepare_dataset(cfg.data.recordings_dir, cfg.data.prepared_dir, cfg.data.sample_fps,
-                                  cfg.data.val_fraction, cfg.data.test_fraction, LabelVocab.from_config(cfg.labels))
+                                  cfg.data.val_fraction, cfg.data.test_fraction, LabelVocab.from_config(cfg.labels),
+                                  fmt=cfg.data.format)
     except DataFormatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,5 +1,7 @@
 """Check a prepared dataset: videos exist and decode at every sampled frame, per-frame lists have
-num_frames entries, labels are in the vocabulary and follow rule 12, clicks lie in [0, 1].
+num_frames entries, labels are in the vocabulary and follow rule 12, clicks lie in [0, 1]; warns (exit
+status unchanged) about recordings losing more than data.max_lost_share of an action class's events to
+frame collisions (rule 3), read from summary.json.
 
     python scripts/validate_data.py                                  # cfg.data.prepared_dir
     python scripts/validate_data.py data.prepared_dir=/path/prepared
@@ -17,7 +19,10 @@ from action_decoder.data.vocab import LabelVocab
 
 def main(argv: list[str]) -> int:
     cfg = load_config(argv)
-    report = validate_prepared(cfg.data.prepared_dir, LabelVocab.from_config(cfg.labels))
+    report = validate_prepared(cfg.data.prepared_dir, LabelVocab.from_config(cfg.labels),
+                               max_lost_share=cfg.data.max_lost_share)
+    for warning in report.warnings:
+        print(warning)
     for problem in report.problems:
         print(problem)
     if report.problems:

@@ -341,6 +341,17 @@ def test_bad_metadata_and_unreadable_video_name_the_file(tmp_path, vocab):
         probe_video(rec / "video.mp4")
 
 
+def test_recording_without_a_start_time_is_skipped_and_named_the_rest_prepared(tmp_path, vocab):
+    write_recording(tmp_path / "recs" / "good", flat(tap(0.3, 10, 10)))
+    write_recording(tmp_path / "recs" / "no_start", flat(tap(0.3, 10, 10)),
+                    extra_metadata={"obs_record_state_timings": {"OBS_WEBSOCKET_OUTPUT_STARTED": ["soon"]}})
+    with pytest.warns(UserWarning, match="no_start/metadata.json: OBS_WEBSOCKET_OUTPUT_STARTED"):
+        summary = prepare_dataset(tmp_path / "recs", tmp_path / "out", 5.0, 0.0, 0.0, vocab, progress=False)
+    assert summary["recordings"]["train"] == 1
+    assert list(summary["skipped_recordings"]) == ["no_start"]
+    assert "must be a number, got 'soon'" in summary["skipped_recordings"]["no_start"]
+
+
 def test_probe_counts_frames_when_the_container_header_has_no_count(tmp_path):
     import av
     import numpy as np

@@ -29,6 +29,11 @@ class DataFormatError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+class RecordingSkipped(DataFormatError):
+    """A recording the importer cannot use (no usable start time, topics or video size): it is skipped,
+    named with the reason, and the rest of the folder is still prepared."""
+
+
 @dataclass(slots=True)
 class Event:
     """One events.jsonl line. Fields an action does not use stay None."""
@@ -143,10 +148,10 @@ def read_metadata(path: str | Path) -> Metadata:
     try:
         start = obj["obs_record_state_timings"]["OBS_WEBSOCKET_OUTPUT_STARTED"][0]
     except (KeyError, IndexError, TypeError):
-        raise DataFormatError(path, None, "missing obs_record_state_timings.OBS_WEBSOCKET_OUTPUT_STARTED[0] "
+        raise RecordingSkipped(path, None, "missing obs_record_state_timings.OBS_WEBSOCKET_OUTPUT_STARTED[0] "
                                           "(video time 0 in the event clock)") from None
     if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start):
-        raise DataFormatError(path, None, f"OBS_WEBSOCKET_OUTPUT_STARTED[0] must be a number, got {start!r}")
+        raise RecordingSkipped(path, None, f"OBS_WEBSOCKET_OUTPUT_STARTED[0] must be a number, got {start!r}")
     scroll_direction = obj.get("scroll_direction", 1)
     if scroll_direction not in (1, -1) or isinstance(scroll_direction, bool):
         raise DataFormatError(path, None, f"'scroll_direction' must be 1 or -1, got {scroll_direction!r}")

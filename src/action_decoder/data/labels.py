@@ -32,11 +32,16 @@ _HOTKEY_MODIFIERS = frozenset({"ctrl", "alt", "cmd"})
 
 @dataclass(frozen=True)
 class VideoInfo:
-    fps: float          # video frame rate
+    fps: float          # video frame rate (nominal, for a variable-rate video)
     frame_count: int    # decodable frames in the video
+    # Variable frame rate (ocap writes a frame when the screen changes): each frame's pts in seconds.
+    # None for a constant-rate video, whose frame k shows at k / fps.
+    frame_times: tuple[float, ...] | None = None
 
     @property
     def duration(self) -> float:
+        if self.frame_times:                # the last frame shows for one nominal frame period
+            return self.frame_times[-1] + 1.0 / self.fps
         return self.frame_count / self.fps
 
 
@@ -62,19 +67,31 @@ class LabelStats:
     dropped_events: Counter = field(default_factory=Counter)    # by reason: during_pause/before_start/after_end
     unknown_keys: Counter = field(default_factory=Counter)      # logged key name -> presses mapped to `other`
     narration: Counter = field(default_factory=Counter)         # cues, words, words_dropped
+    # Labelled events that did not become their frame's label: another event of the frame won under
+    # rule 3 (higher priority, or the same class earlier). What the sample rate loses, by class.
+    lost_events: Counter = field(default_factory=Counter)
+
+    COUNTERS = ("events", "labelled_events", "lost_events", "dropped_events", "unknown_keys", "narration")
 
     def add(self, other: "LabelStats") -> None:
-        for name in ("events", "labelled_events", "dropped_events", "unknown_keys", "narration"):
+        for name in self.COUNTERS:
             getattr(self, name).update(getattr(other, name))
 
     def as_dict(self) -> dict:
-        return {name: dict(sorted(getattr(self, name).items())) for name in
-                ("events", "labelled_events", "dropped_events", "unknown_keys", "narration")}
+        return {name: dict(sorted(getattr(self, name).items())) for name in self.COUNTERS}
+
+    def lost_share(self) -> dict[str, list]:
+        """class -> [lost, labelled] for every class that lost an event."""
+        return {a: [n, self.labelled_events[a]] for a, n in sorted(self.lost_events.items()) if n}
 
 
 def sampled_frames(video: VideoInfo, sample_fps: float) -> tuple[int, list[int]]:
     """Rule 2: number of sampled frames and the video frame decoded for each."""
     num_frames = max(0, math.floor(video.duration * sample_fps + 1e-9))
+    if video.frame_times:
+        # Variable rate: the frame on screen at i / sample_fps, i.e. the latest one shown by then (else the first).
+        return num_frames, [max(bisect.bisect_right(video.frame_times, i / sample_fps + _BOUNDARY_EPS_S) - 1, 0)
+                            for i in range(num_frames)]
     step = video.fps / sample_fps
     # Round half up (not Python's round-half-even), clipped to the last video frame.
     frame_index = [min(math.floor(i * step + 0.5), video.frame_count - 1) for i in range(num_frames)]
@@ -243,6 +260,8 @@ def label_events(events: list[Event], meta: Metadata, video: VideoInfo, sample_f
     pos_vt_arr = np.asarray(pos_vt, dtype=np.float64)
     pos_xy_arr = np.asarray(pos_xy, dtype=np.float64).reshape(-1, 2)
 
+    num_logged = len(cand.vt)                             # candidates after this are drag continuations, not events
+
     # Rule 6: frames strictly between a drag's press and release frames continue the drag,
     # at the latest cursor position and modifiers as of the end of that frame.
     for press_vt, release_vt in drags:
@@ -274,6 +293,11 @@ def label_events(events: list[Event], meta: Metadata, video: VideoInfo, sample_f
         prio = np.array([PRIORITY[a] for a in cand.action])
         order = np.lexsort((np.arange(len(vt)), vt, -prio, frame))
         winners = order[np.unique(frame[order], return_index=True)[1]]
+        lost = np.ones(len(vt), dtype=bool)
+        lost[winners] = False
+        for c in np.flatnonzero(lost[:num_logged]).tolist():
+            action = cand.action[c]
+            stats.lost_events["horizontal_scroll" if action == "move" else action] += 1
         for c in winners.tolist():
             f = int(frame[c])
             action = cand.action[c]

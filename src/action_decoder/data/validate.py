@@ -20,6 +20,7 @@ _MAX_FRAMES_LISTED = 5   # per problem kind and episode; the rest is counted
 @dataclass
 class ValidationReport:
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # do not fail validation
     episodes: int = 0
     frames: int = 0
 
@@ -132,10 +133,28 @@ def _video_problems(episode: dict) -> list[str]:
     return problems
 
 
-def validate_prepared(prepared_dir: str | Path, vocab: LabelVocab, check_videos: bool = True) -> ValidationReport:
-    """All problems of a prepared dataset, in file order."""
+def lost_event_warnings(summary: dict, max_lost_share: float) -> list[str]:
+    """One warning per recording and action class whose share of labelled events that lost their frame
+    under rule 3 (summary.json `lost_by_recording`) exceeds max_lost_share: the sample rate is too low there."""
+    warnings = []
+    fps = summary.get("sample_fps")
+    for rec_id, classes in summary.get("lost_by_recording", {}).items():
+        for action, (lost, labelled) in classes.items():
+            if labelled and lost / labelled > max_lost_share:
+                warnings.append(f"warning: {rec_id}: {lost} of {labelled} {action} events ({lost / labelled:.0%}) "
+                                f"share a frame with another labelled event and are not labelled at {fps:g} fps "
+                                f"(over data.max_lost_share={max_lost_share:g}; a higher data.sample_fps keeps them)")
+    return warnings
+
+
+def validate_prepared(prepared_dir: str | Path, vocab: LabelVocab, check_videos: bool = True,
+                      max_lost_share: float = 1.0) -> ValidationReport:
+    """All problems of a prepared dataset, in file order, and lost-event warnings from its summary.json."""
     prepared_dir = Path(prepared_dir)
     report = ValidationReport()
+    summary_path = prepared_dir / "summary.json"
+    if summary_path.is_file():
+        report.warnings += lost_event_warnings(json.loads(summary_path.read_text(encoding="utf-8")), max_lost_share)
     seen_ids: dict[str, str] = {}
     for split in SPLITS:
         name = f"{split}.jsonl"
