@@ -14,8 +14,9 @@ Needs the system packages of data/README.md §5 (`apt-get install -y xvfb xdotoo
 x11-utils xfonts-base`) and `pynput`, `python-xlib`; nothing else in the repo imports this module.
 
 Files per recording: video.mp4, events.jsonl, metadata.json, task.txt, narration.srt (DuckTrack layout)
-and script.json (what the script did: each action's class and event-clock time, measured around the xdotool call that made it, and the cursor
-checks: where the cursor was drawn in a decoded frame against the logged position).
+and script.json (what the script did: each action's class and event-clock time, measured around the
+xdotool call that made it, and the cursor checks: where the cursor was drawn in a decoded frame against
+the logged position).
 """
 from __future__ import annotations
 
