@@ -14,8 +14,9 @@ Needs the system packages of data/README.md §5 (`apt-get install -y xvfb xdotoo
 x11-utils xfonts-base`) and `pynput`, `python-xlib`; nothing else in the repo imports this module.
 
 Files per recording: video.mp4, events.jsonl, metadata.json, task.txt, narration.srt (DuckTrack layout)
-and script.json (what the script did: each action's class and planned event-clock time, and the cursor
-checks: where the cursor was drawn in a decoded frame against the logged position).
+and script.json (what the script did: each action's class and event-clock time, measured around the
+xdotool call that made it, and the cursor checks: where the cursor was drawn in a decoded frame against
+the logged position).
 """
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ WORDS = ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "l
          "video", "label", "click", "screen", "window", "desktop", "record")
 # xdotool keysym of each character the scripts type.
 _KEYSYM = {" ": "space", "-": "minus", ".": "period", "/": "slash", "=": "equal", "+": "plus", "*": "asterisk"}
-# pynput names DuckTrack writes for special keys: str(Key.x) without "Key."; characters as typed.
 _CURSOR_MIN_BRIGHT = 128         # the X root cursor is drawn black and white over the black (-br) root
 
 
@@ -395,7 +395,7 @@ def _text_point(rng, term, line: int | None = None) -> tuple[int, int]:
 
 def task_steps(task: str, rng: np.random.Generator, layout: Layout) -> tuple[str, callable]:
     """(narration line, function that scripts the step on a Driver)."""
-    term, calc = layout.term, layout.calc
+    term = layout.term
     if task == "type_command":
         words = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 3))))
         text = f"echo {words}"
