@@ -30,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 ACCURACY_PANELS = (
     ("action_acc", "Action accuracy"),
     ("action_macro_f1", "Action macro-F1"),
+    ("event_f1", "Event F1 (±k frames, validation only)"),
     ("click_hit_rate", "Click hit rate"),
     ("key_acc", "Key accuracy"),
     ("modifier_acc", "Modifier accuracy"),
