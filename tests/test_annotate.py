@@ -115,3 +115,13 @@ def test_two_processes_shard_the_files(checkpoint, inputs, tmp_path):
     assert "[rank 1] skipped notes" in proc.stdout  # inputs sorted: bare, notes, rec0, rec1 -> rank 1 got notes
     for rec in (*labelled, "bare"):
         assert (tmp_path / rec / "frames.jsonl").is_file()
+
+
+def test_parallel_checkpoint_annotates_through_stream_with_transcripts(prepared_data, inputs, tmp_path):
+    run_train(prepared_data, tmp_path / "run", "experiment=new_arch_tiny", "train.epochs=1")
+    ckpt = only_run_dir(tmp_path / "run", "new_arch_tiny") / "best.pt"
+    root, labelled = inputs
+    annotate(f"checkpoint={ckpt}", f"input={root / labelled[0]}", f"output={tmp_path / 'out'}")
+    frames = read_jsonl(tmp_path / "out" / labelled[0] / "frames.jsonl")
+    assert len(frames) == 20 and all(isinstance(r["transcript"], str) for r in frames)
+    assert "metrics" in json.loads((tmp_path / "out" / labelled[0] / "annotate.json").read_text())
