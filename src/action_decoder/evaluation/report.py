@@ -26,7 +26,8 @@ def event_table(m: dict) -> list[str]:
 def class_table(table: dict, title: str) -> list[str]:
     rows = [f"| {title} | precision | recall | F1 | support | predicted |", "|---|---|---|---|---|---|"]
     for name, r in sorted(table.items(), key=lambda kv: -kv[1]["support"]):
-        rows.append(f"| `{name!r}` | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['f1'])} | "
+        shown = name if name and name.strip() == name and name != "|" else repr(name)  # a space key shows as ' '
+        rows.append(f"| `{shown}` | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['f1'])} | "
                     f"{r['support']} | {r['predicted']} |")
     return rows
 
