@@ -50,8 +50,7 @@ def test_train_writes_one_complete_run_dir(trained_run, tmp_path):
     assert best["config"]["model"]["d_model"] == 32
     assert best["state"] and all(torch.is_tensor(v) for v in best["state"].values())
     # best.pt: the highest val event_f1 (train.best_metric), the earliest epoch on ties
-    assert best["metrics"]["val"]["event_f1"] == max(r["metrics"]["event_f1"] or -1.0 for r in by_split["val"]) or \
-        best["metrics"]["val"]["event_f1"] is None
+    assert (best["metrics"]["val"]["event_f1"] or -1.0) == max(r["metrics"]["event_f1"] or -1.0 for r in by_split["val"])
 
     state = trainer_state(run)
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 6)
