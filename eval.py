@@ -22,6 +22,7 @@ def _checkpoint(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from action_decoder.evaluation.events import EVENT_TYPES
     from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, read_metrics,
                                                  sweep_table, write_sweep_table)
 
@@ -31,21 +32,28 @@ def main(cfg: DictConfig) -> None:
     if cfg.checkpoint:
         from action_decoder.training.evaluate import evaluate_checkpoint
 
+        from action_decoder.evaluation.report import write_eval_markdown
+
         ckpt = _checkpoint(cfg)
-        result, out_dir = evaluate_checkpoint(ckpt, cfg.split, OmegaConf.to_container(cfg.data))
+        result, out_dir = evaluate_checkpoint(ckpt, cfg.split, OmegaConf.to_container(cfg.data),
+                                              event_tolerance=cfg.eval.event_tolerance)
         m = result["metrics"]
         plot_confusion(m["action_confusion"], m["action_names"], out_dir / "confusion.png")
+        write_eval_markdown(result, out_dir / "eval.md")
         print(f"{ckpt} on {cfg.split} ({result['num_clips']} clips): action_acc={m['action_acc']:.3f} "
               f"macro_f1={m['action_macro_f1']:.3f} (majority baseline acc={m['action_majority_acc']:.3f} "
               f"f1={m['action_majority_macro_f1']:.3f}) click_hit@{m['click_radius']}={m['click_hit_rate']} "
-              f"key_acc={m['key_acc']} modifier_acc={m['modifier_acc']}")
+              f"key_acc={m['key_acc']} modifier_acc={m['modifier_acc']} n_frames={m['n_frames']}")
+        print(f"events (±{m['event_tolerance']} frames): f1={m['event_f1']} precision={m['event_precision']} "
+              f"recall={m['event_recall']} on {m['event_n_true']} true events; " + " ".join(
+                  f"{t}={m[f'event_{t}_f1']:.3f}" for t in EVENT_TYPES if m[f"event_{t}_f1"] is not None))
         if "transcript_cer" in m:
             print(f"transcripts: cer={m['transcript_cer']:.3f} wer={m['transcript_wer']:.3f} "
                   f"exact={m['transcript_exact_match']:.3f} missed={m['transcript_missed_rate']:.3f} "
                   f"false_text={m['transcript_false_text_rate']:.3f} on {m['n_narrated_frames']} narrated frames "
                   "(empty-prediction baseline: cer=wer=1.0); teacher-forced "
                   f"token_acc={m['transcript_token_acc']:.3f} speak_auc={m['transcript_speak_auc']:.3f}")
-        print(f"-> {out_dir}/eval.json, confusion.png")
+        print(f"-> {out_dir}/eval.json, eval.md, confusion.png")
     if cfg.eof_thresholds:
         from action_decoder.evaluation.plots import plot_eof_threshold
         from action_decoder.training.evaluate import sweep_eof_threshold

@@ -335,7 +335,7 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(ds))[: args.clips].tolist()
     clips = []
     for i in order:
-        e, s = ds.index[i]
+        e, s = ds.index[i][:2]  # (episode, start, scored lo, scored hi)
         ep = ds.episodes[e]
         clips.append((ep.video, ep.frame_index[s:s + ds.clip_len].tolist()))
     first = read_frames(*clips[0])

@@ -29,7 +29,7 @@ from action_decoder.models.build import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_inference.json"
 OVERRIDES = [
-    "model=parallel", "model.head_features=lm", "model.d_model=64", "model.num_heads=4", "model.ffn_dim=128",
+    "model=parallel", "model.d_model=64", "model.num_heads=4", "model.ffn_dim=128",
     "model.lm_visual_tokens=4", "model.max_text_tokens=8", "model.dropout=0",
     "backbone.vision.image_size=32",
     "backbone.text.hidden_size=256", "backbone.text.intermediate_size=768", "backbone.text.num_hidden_layers=4",

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from action_decoder.config import load_config
 from action_decoder.data.clips import (ClipDataset, CorruptVideoWarning, EpisodeFormatError,
-                                       build_clip_dataset, collate_clips)
+                                       build_clip_dataset, collate_clips, scoring_windows)
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.data.video import reader_available
 from action_decoder.data.vocab import IGNORE_INDEX, LabelVocab
@@ -99,8 +99,9 @@ def test_collated_batch_follows_the_contract(episodes, tok, vocab):
               "prompt_mask": (torch.bool, (b, 7)), "action": (torch.int64, (b, t)), "key": (torch.int64, (b, t)),
               "modifier": (torch.int64, (b, t)), "click_xy": (torch.float32, (b, t, 2)),
               "click_mask": (torch.bool, (b, t)), "transcript_ids": (torch.int64, (b, t, 7)),
-              "transcript_mask": (torch.bool, (b, t, 7))}
+              "transcript_mask": (torch.bool, (b, t, 7)), "scored": (torch.bool, (b, t))}
     assert set(batch) == set(expect) | {"clip_id"}
+    assert batch["scored"].all()  # training windows score every frame
     for k, (dtype, shape) in expect.items():
         assert batch[k].dtype == dtype and tuple(batch[k].shape) == shape, k
     assert batch["clip_id"] == ["a@0", "a@8"]
@@ -159,13 +160,35 @@ def test_filters_by_tag_and_by_action(episodes, tok, vocab):
         dataset([a], tok, vocab, filters={"actions": ["clik"]})
 
 
-def test_frame_step_subsamples_frames_and_labels(episodes, tok, vocab):
-    _, a, _, _ = episodes
-    ds = dataset([a], tok, vocab, clip_len=4, clip_stride=4, frame_step=2)  # 10 frames: starts 0, 4
-    assert len(ds) == 2
-    batch = collate_clips([ds[0]], tok.pad_token_id)  # sampled frames 0, 2, 4, 6
-    assert batch["action"][0].tolist() == [vocab.actions.id(n) for n in a["action"][0:8:2]]
-    assert batch["click_mask"][0].tolist() == [False, True, False, False]
+@pytest.mark.parametrize("n, want", [
+    (3, [(0, 0, 3)]),                                  # shorter than a clip: one padded window
+    (8, [(0, 0, 8)]),
+    (12, [(0, 0, 6), (4, 2, 8)]),                      # frames 0-5 | 6-11
+    (21, [(0, 0, 6), (4, 2, 6), (8, 2, 6), (12, 2, 5), (13, 4, 8)]),  # tail window flush with the end
+])
+def test_scoring_windows_cover_every_frame_once_most_central(n, want):
+    windows = scoring_windows(n, 8, 4)
+    assert windows == want
+    scored = [start + f for start, lo, hi in windows for f in range(lo, hi)]
+    assert scored == list(range(n))
+    for start, lo, hi in windows:  # >= (clip_len - stride) / 2 frames of context each side, where the episode has them
+        for f in range(start + lo, start + hi):
+            assert min(f - start, start + 7 - f) >= min(f, n - 1 - f, 2)
+
+
+def test_every_frame_once_items_label_only_their_scored_frames(episodes, tok, vocab):
+    _, a, b, _ = episodes  # a: 20 frames, b: 5 frames (shorter than a clip)
+    ds = dataset([a, b], tok, vocab, every_frame_once=True)
+    assert ds.num_scored_frames == 25 and [ds.clip_id(i) for i in range(len(ds))] == ["a@0", "a@4", "a@8", "a@12", "b@0"]
+    batch = collate_clips([ds[i] for i in range(len(ds))], tok.pad_token_id)
+    scored = batch["scored"]
+    assert scored.sum() == 25 and (batch["action"] != IGNORE_INDEX).sum() == 25
+    assert ((batch["action"] != IGNORE_INDEX) == scored).all()
+    # frame 9 (hotkey ctrl+s) is scored in a@4 (centre 7.5), not a@8 (centre 11.5)
+    assert batch["key"][1, 5] == vocab.keys.id("s") and batch["key"][2, 1] == IGNORE_INDEX
+    # b's window repeats its last frame: 3 padded frames, unscored, no transcript
+    assert scored[4].tolist() == [True] * 5 + [False] * 3
+    assert torch.equal(batch["pixels"][4, 5], batch["pixels"][4, 4]) and not batch["transcript_mask"][4, 5:].any()
 
 
 def test_corrupt_video_is_skipped_counted_and_dropped(episodes, tok, vocab):

@@ -26,9 +26,8 @@ def run(model, batch, **kw):
     return list(model.stream(batch["pixels"], batch["prompt_ids"], batch["prompt_mask"], **kw))
 
 
-@pytest.mark.parametrize("head_features", ["frame_transformer", "lm"])
-def test_teacher_forced_logprobs_equal_step_by_step_scoring(tokenizer, head_features):
-    model = make_model(tokenizer, f"model.head_features={head_features}").eval()
+def test_teacher_forced_logprobs_equal_step_by_step_scoring(tokenizer):
+    model = make_model(tokenizer).eval()
     batch = make_batch(tokenizer)
     with torch.no_grad():
         out = model(batch)

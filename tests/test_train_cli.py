@@ -51,7 +51,8 @@ def test_train_writes_one_complete_run_dir(trained_run, tmp_path):
     assert best["stage"] == "main" and best["epoch"] in (0, 1)
     assert best["config"]["model"]["d_model"] == 32
     assert best["state"] and all(torch.is_tensor(v) for v in best["state"].values())
-    assert best["metrics"]["val"]["action_acc"] == max(r["metrics"]["action_acc"] for r in by_split["val"])
+    # best.pt: the highest val event_f1 (train.best_metric), the earliest epoch on ties
+    assert (best["metrics"]["val"]["event_f1"] or -1.0) == max(r["metrics"]["event_f1"] or -1.0 for r in by_split["val"])
 
     state = trainer_state(run)
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 6)
@@ -63,7 +64,7 @@ def test_train_writes_one_complete_run_dir(trained_run, tmp_path):
 
 def test_eval_scores_checkpoint_and_plots_run(trained_run, prepared_data):
     proc = run_eval(f"checkpoint={trained_run / 'best.pt'}", "split=test", f"run={trained_run}")
-    out = trained_run / "eval" / "best_test"
+    out = trained_run / "eval" / f"best_test_{prepared_data.parent.name}-prepared"
     result = json.loads((out / "eval.json").read_text())
     m = result["metrics"]
     assert result["split"] == "test" and result["num_clips"] > 0
@@ -184,7 +185,7 @@ def test_new_arch_trains_and_eval_reports_transcripts_and_the_eof_sweep(prepared
     own = OmegaConf.load(run / "config.yaml").model.eof_threshold  # the preset's speak/silent rule
     swept = "null" if own is None else str(own)
     proc = run_eval(f"checkpoint={run / 'best.pt'}", "split=val", f"eof_thresholds=[{swept},0.001,0.999]")
-    out = run / "eval" / "best_val"
+    out = run / "eval" / f"best_val_{prepared_data.parent.name}-prepared"
     m = json.loads((out / "eval.json").read_text())["metrics"]
     assert m["transcript_cer"] >= 0.0 and m["n_narrated_frames"] > 0
     assert 0.0 <= m["transcript_token_acc"] <= 1.0 and 0.0 <= m["transcript_speak_auc"] <= 1.0

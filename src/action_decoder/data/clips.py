@@ -2,7 +2,9 @@
 
 `ClipDataset` windows every prepared episode into clips of `clip_len` consecutive sampled frames,
 a new clip every `clip_stride` frames; an item decodes only that clip's `frame_index` entries
-(one reader per item, released after) and returns pixels + labels. `collate_clips` pads a list of
+(one reader per item, released after) and returns pixels + labels. With `every_frame_once=True`
+(validation, eval.py) the windows cover each sampled frame of each episode exactly once: see
+`scoring_windows`. `collate_clips` pads a list of
 items into the batch of data/README.md §3. `build_clip_dataset(cfg, split, tokenizer)` wires it
 to the config.
 
@@ -81,16 +83,17 @@ class ClipDataset(Dataset):
         max_transcript_tokens: int = 16,
         max_prompt_tokens: int = 32,
         filters: Mapping[str, Any] | None = None,
-        frame_step: int = 1,
         decode_threads: int = DEFAULT_THREADS,
+        every_frame_once: bool = False,
     ):
-        if clip_len < 1 or clip_stride < 1 or frame_step < 1:
-            raise ValueError(f"clip_len ({clip_len}), clip_stride ({clip_stride}) and frame_step ({frame_step}) must be >= 1")
+        if clip_len < 1 or clip_stride < 1:
+            raise ValueError(f"clip_len ({clip_len}) and clip_stride ({clip_stride}) must be >= 1")
         if reader not in READERS:
             raise ValueError(f"data.reader={reader!r}: choose one of {sorted(READERS)}")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token (build it with action_decoder.data.tokenizer.build_tokenizer)")
-        self.clip_len, self.clip_stride, self.frame_step = int(clip_len), int(clip_stride), int(frame_step)
+        self.clip_len, self.clip_stride = int(clip_len), int(clip_stride)
+        self.every_frame_once = bool(every_frame_once)
         self.image_size = int(image_size)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.reader = reader
@@ -129,12 +132,17 @@ class ClipDataset(Dataset):
                 prompt_ids = prompt_ids[:max_prompt_tokens]
             self.episodes.append(self._episode(src, ep, prompt_ids, token_ids, vocab, max_transcript_tokens))
 
-        # The clip index: (episode, first sampled frame), one row per window.
-        rows: list[tuple[int, int]] = []
+        # The clip index: (episode, first sampled frame, first and end offset of the scored frames), one row
+        # per window. Training windows score all their frames; every_frame_once windows score each frame once.
+        rows: list[tuple[int, int, int, int]] = []
         self.short_episodes = 0
         self.filtered_clips = 0
         for e, ep in enumerate(self.episodes):
             n = len(ep.frame_index)
+            if self.every_frame_once:  # no filters: a score covers the whole split
+                rows += [(e, *w) for w in scoring_windows(n, self.clip_len, self.clip_stride)]
+                self.short_episodes += n < self.clip_len
+                continue
             if n < self.clip_len:
                 self.short_episodes += 1
                 continue
@@ -142,8 +150,8 @@ class ClipDataset(Dataset):
                 if len(self.action_filter_ids) and not np.isin(ep.action[start:start + self.clip_len], self.action_filter_ids).any():
                     self.filtered_clips += 1
                     continue
-                rows.append((e, start))
-        self.index = np.array(rows, np.int64).reshape(-1, 2)
+                rows.append((e, start, 0, self.clip_len))
+        self.index = np.array(rows, np.int64).reshape(-1, 4)
         # Shared memory so counts made inside DataLoader workers are visible to the main process.
         self._skip_counts = torch.zeros(MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
         if self.truncated_prompts or self.truncated_transcript_frames:
@@ -156,8 +164,7 @@ class ClipDataset(Dataset):
 
     def _episode(self, src: str, ep: dict, prompt_ids: list[int], token_ids: dict[str, list[int]], vocab: LabelVocab,
                  max_transcript_tokens: int) -> _Episode:
-        keep = slice(None, None, self.frame_step)  # frame_step > 1: a lower sampling rate, same file
-        actions, keys, mods, clicks = ep["action"][keep], ep["key"][keep], ep["modifier"][keep], ep["click"][keep]
+        actions, keys, mods, clicks = ep["action"], ep["key"], ep["modifier"], ep["click"]
         n = len(actions)
         action = np.empty(n, np.int64)
         key = np.full(n, IGNORE_INDEX, np.int64)
@@ -165,7 +172,7 @@ class ClipDataset(Dataset):
         click_xy = np.zeros((n, 2), np.float32)
         click_mask = np.zeros(n, bool)
         for f in range(n):
-            frame = f * self.frame_step  # index in the file's lists, for error messages
+            frame = f  # index in the file's lists, for error messages
             action[f] = _label_id(src, frame, "action", actions[f], vocab.actions)
             if keys[f] is not None:
                 key[f] = _label_id(src, frame, "key", keys[f], vocab.keys)
@@ -177,7 +184,7 @@ class ClipDataset(Dataset):
                     raise EpisodeFormatError(f"{src}: frame {frame}: click must be null or [x, y], got {c!r}")
                 click_xy[f] = c
                 click_mask[f] = True
-        tokens = [token_ids[str(t or "")] for t in ep["transcript"][keep]]
+        tokens = [token_ids[str(t or "")] for t in ep["transcript"]]
         lengths = np.array([min(len(t), max_transcript_tokens) for t in tokens], np.int64)
         self.truncated_transcript_frames += sum(len(t) > max_transcript_tokens for t in tokens)
         flat = [i for t in tokens for i in t[:max_transcript_tokens]]
@@ -186,7 +193,7 @@ class ClipDataset(Dataset):
             video = Path(src.rsplit(":", 1)[0]).parent / video
         return _Episode(
             id=str(ep["id"]), video=str(video),
-            frame_index=np.asarray(ep["frame_index"][keep], np.int64),
+            frame_index=np.asarray(ep["frame_index"], np.int64),
             prompt_ids=np.asarray(prompt_ids, np.int64),
             action=action, key=key, modifier=modifier, click_xy=click_xy, click_mask=click_mask,
             transcript_ids=np.asarray(flat, np.int64),
@@ -199,30 +206,47 @@ class ClipDataset(Dataset):
         return len(self.index)
 
     def clip_id(self, i: int) -> str:
-        e, start = self.index[i]
+        e, start = self.index[i][:2]
         return f"{self.episodes[e].id}@{start}"
 
+    @property
+    def num_scored_frames(self) -> int:
+        """Frames the windows score (every_frame_once: all sampled frames of the kept episodes)."""
+        return int((self.index[:, 3] - self.index[:, 2]).sum())
+
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        e, start = (int(v) for v in self.index[i])
+        e, start, lo, hi = (int(v) for v in self.index[i])
         ep = self.episodes[e]
-        window = slice(start, start + self.clip_len)
+        n = len(ep.frame_index)
+        # Frames of the window; an episode shorter than a clip repeats its last frame (unscored padding).
+        frames_at = np.minimum(np.arange(start, start + self.clip_len), n - 1)
         clip_id = f"{ep.id}@{start}"
         try:
-            frames = read_frames(ep.video, ep.frame_index[window], self.reader, self.decode_threads)
+            frames = read_frames(ep.video, ep.frame_index[frames_at], self.reader, self.decode_threads)
         except VideoDecodeError as err:
             self._count_skip()
             warnings.warn(f"skipping clip {clip_id}: {err}", CorruptVideoWarning, stacklevel=2)
             return None
-        offsets = ep.transcript_offsets[start:start + self.clip_len + 1]
+        scored = np.zeros(self.clip_len, bool)
+        scored[lo:hi] = True
+        unscored = torch.from_numpy(~scored)
+        # Labels of frames scored in another window are -100 (ignored by losses and metrics) when windows
+        # overlap for evaluation; training windows score every frame.
+        def label(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(values[frames_at].copy()).masked_fill(unscored, IGNORE_INDEX)
+        real = np.arange(start, start + self.clip_len) < n  # padding repeats the last frame: no transcript either
+        offsets = ep.transcript_offsets
         return {
             "pixels": preprocess_frames(frames, self.image_size, self.mean, self.std),
             "prompt_ids": torch.from_numpy(ep.prompt_ids),
-            "action": torch.from_numpy(ep.action[window].copy()),
-            "key": torch.from_numpy(ep.key[window].copy()),
-            "modifier": torch.from_numpy(ep.modifier[window].copy()),
-            "click_xy": torch.from_numpy(ep.click_xy[window].copy()),
-            "click_mask": torch.from_numpy(ep.click_mask[window].copy()),
-            "transcript_ids": [torch.from_numpy(ep.transcript_ids[a:b]) for a, b in zip(offsets[:-1], offsets[1:])],
+            "action": label(ep.action),
+            "key": label(ep.key),
+            "modifier": label(ep.modifier),
+            "click_xy": torch.from_numpy(ep.click_xy[frames_at].copy()),
+            "click_mask": torch.from_numpy(ep.click_mask[frames_at] & scored),
+            "transcript_ids": [torch.from_numpy(ep.transcript_ids[offsets[f]:offsets[f + 1]] if r else
+                                                ep.transcript_ids[:0]) for f, r in zip(frames_at, real)],
+            "scored": torch.from_numpy(scored),
             "clip_id": clip_id,
         }
 
@@ -280,13 +304,16 @@ def collate_clips(items: Iterable[dict[str, Any] | None], pad_id: int) -> dict[s
         "click_mask": torch.stack([it["click_mask"] for it in items]),
         "transcript_ids": transcript_ids,
         "transcript_mask": transcript_mask,
+        "scored": torch.stack([it["scored"] for it in items]),
         "clip_id": [it["clip_id"] for it in items],
     }
 
 
-def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | None = None) -> ClipDataset:
+def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | None = None,
+                       every_frame_once: bool = False) -> ClipDataset:
     """ClipDataset over `<data.prepared_dir>/<split>.jsonl`, shaped by cfg.data (or a curriculum
-    stage's merged `data_cfg`), cfg.backbone.vision (image size, mean/std) and cfg.labels."""
+    stage's merged `data_cfg`), cfg.backbone.vision (image size, mean/std) and cfg.labels.
+    every_frame_once: evaluation windows (each sampled frame scored once, no clip filters)."""
     data = data_cfg if data_cfg is not None else cfg.data
     path = Path(data.prepared_dir) / f"{split}.jsonl"
     if not path.is_file():
@@ -307,9 +334,34 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         max_transcript_tokens=int(data.max_transcript_tokens),
         max_prompt_tokens=int(data.max_prompt_tokens),
         filters=_plain(data.get("filters")),
-        frame_step=int(data.get("frame_step", 1) or 1),
         decode_threads=_decode_threads(data),
+        every_frame_once=every_frame_once,
     )
+
+
+def scoring_windows(num_frames: int, clip_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """Evaluation windows of an episode: (start, lo, hi), frames start+lo .. start+hi-1 scored in it.
+
+    Windows start every `stride` frames, plus one flush with the episode's end so the tail is covered;
+    each frame is scored in the window where it is most central (ties: the earlier window), so it sees
+    context on both sides wherever the episode has it. An episode shorter than a clip is one window
+    from 0, padded by repeating its last frame; only its real frames are scored.
+    """
+    if num_frames <= 0:
+        return []
+    if num_frames <= clip_len:
+        return [(0, 0, num_frames)]
+    starts = list(range(0, num_frames - clip_len + 1, stride))
+    if starts[-1] != num_frames - clip_len:
+        starts.append(num_frames - clip_len)
+    centre = np.asarray(starts, np.float64) + (clip_len - 1) / 2
+    best = np.abs(np.arange(num_frames)[:, None] - centre[None, :]).argmin(1)  # argmin: first of ties
+    windows = []
+    for w, start in enumerate(starts):
+        mine = np.flatnonzero(best == w)
+        if len(mine):  # frames assigned to a window are contiguous
+            windows.append((start, int(mine[0]) - start, int(mine[-1]) + 1 - start))
+    return windows
 
 
 # ---- helpers ----

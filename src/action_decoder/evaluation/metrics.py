@@ -115,6 +115,21 @@ def confusion_summary(confusion: torch.Tensor | Sequence[Sequence[int]], names: 
     }
 
 
+def per_class_table(confusion: torch.Tensor | Sequence[Sequence[int]], names: Sequence[str]) -> dict[str, dict]:
+    """{class: {precision, recall, f1, support (target frames), predicted (frames predicted as it)}} for every
+    class that occurs in the targets or the predictions; undefined values are None."""
+    cm = torch.as_tensor(confusion, dtype=torch.float64).cpu()
+    tp, n_target, n_pred = cm.diagonal(), cm.sum(1), cm.sum(0)
+    table = {}
+    for i, name in enumerate(names):
+        if n_target[i] + n_pred[i] == 0:
+            continue
+        table[name] = {"precision": _div(tp[i], n_pred[i]), "recall": _div(tp[i], n_target[i]),
+                       "f1": 2.0 * float(tp[i]) / float(n_target[i] + n_pred[i]),
+                       "support": int(n_target[i]), "predicted": int(n_pred[i])}
+    return table
+
+
 def majority_baseline(confusion: torch.Tensor | Sequence[Sequence[int]], names: Sequence[str]) -> dict[str, Any]:
     """What always predicting the most frequent target class would score (acc, macro-F1, class name)."""
     cm = torch.as_tensor(confusion, dtype=torch.float64).cpu()
@@ -359,8 +374,8 @@ class ActionMetrics:
         applies), click_hit_rate (within click_radius), click_mean_dist, counts n_frames, n_key_frames,
         n_modifier_frames, n_click_frames; transcript_cer / _wer / _exact_match / _false_text_rate /
         _missed_rate and n_narrated_frames once `update_transcripts` was called, transcript_token_acc /
-        _speak_auc once teacher-forced transcript logits were seen. Per-key / per-modifier detail is
-        left out to keep the metrics log small: `confusion_summary(m.state()["key_confusion"], names)`.
+        _speak_auc once teacher-forced transcript logits were seen; per_class {action|key|modifier: {class:
+        {precision, recall, f1, support, predicted}}} (eval.json; the training log keeps top-level numbers).
         """
         st = {k: v.detach().cpu() for k, v in self._state.items()}
         out: dict[str, Any] = {}
@@ -404,6 +419,8 @@ class ActionMetrics:
                 transcript_token_acc=_div(st["tf_token_hits"], st["tf_tokens"]),
                 transcript_speak_auc=_speak_auc(st["speak_hist_silent"], st["speak_hist_narrated"]),
             )
+        out["per_class"] = {head: per_class_table(st[f"{head}_confusion"], names) for head, names in
+                            (("action", self.action_names), ("key", self.key_names), ("modifier", self.modifier_names))}
         out.update(
             action_per_class_acc=action["per_class_acc"],
             action_per_class_f1=action["per_class_f1"],

@@ -30,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 ACCURACY_PANELS = (
     ("action_acc", "Action accuracy"),
     ("action_macro_f1", "Action macro-F1"),
+    ("event_f1", "Event F1 (±k frames, validation only)"),
     ("click_hit_rate", "Click hit rate"),
     ("key_acc", "Key accuracy"),
     ("modifier_acc", "Modifier accuracy"),
@@ -511,3 +512,54 @@ def write_sweep_table(rows: Sequence[dict], out_md: str | os.PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+# ----------------------------------------------------------------------------------- timeline
+def _event_label(e) -> str:
+    detail = e.text if e.type == "type" else e.key if e.type == "key" else \
+        f"{e.modifiers}+{e.key}" if e.type == "hotkey" else e.direction if e.type == "scroll" else ""
+    span = f" f{e.frame_start}-{e.frame_end}" if e.frame_end != e.frame_start else ""
+    return f"{e.type} {detail!r}{span}" if detail else f"{e.type}{span}"
+
+
+def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pred_events: Sequence,
+                  true_events: Sequence | None, true_frames: dict | None, sample_fps: float,
+                  out_png: str | os.PathLike, max_frames: int = 24, reader: str = "decord",
+                  title: str | None = None) -> Path:
+    """A strip of a recording's frames: the frames where a predicted or true event starts (evenly thinned
+    to `max_frames`, or filled with evenly spaced frames), each captioned with its predicted event (red)
+    and true event (green) and marked with the predicted (red +) and true (green o) click points."""
+    from action_decoder.data.video import read_frames
+
+    n = len(frames)
+    starts = sorted({e.frame_start for e in (*pred_events, *(true_events or []))})
+    if len(starts) > max_frames:
+        starts = [starts[i] for i in np.linspace(0, len(starts) - 1, max_frames).round().astype(int)]
+    fill = [f for f in dict.fromkeys(np.linspace(0, n - 1, max_frames).round().astype(int).tolist()) if f not in starts]
+    shown = sorted(starts + fill[:max_frames - len(starts)])
+    images = read_frames(video, [frame_index[f] for f in shown], reader)
+    h, w = images.shape[1:3]
+    pred_at = {e.frame_start: e for e in pred_events}
+    true_at = {e.frame_start: e for e in (true_events or [])}
+    ncols = min(6, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows * h / w + 0.9 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, f, img in zip(axes.flat, shown, images):
+        ax.imshow(img)
+        ax.set_title(f"frame {f}  {f / sample_fps:.1f} s", fontsize=8)
+        lines = [("pred: " + (_event_label(pred_at[f]) if f in pred_at else frames[f]["action"]), "tab:red")]
+        if true_frames is not None:
+            lines.append(("true: " + (_event_label(true_at[f]) if f in true_at else true_frames["action"][f]),
+                          "tab:green"))
+        for i, (text, color) in enumerate(lines):
+            ax.text(0.0, -0.04 - 0.11 * i, text[:40], transform=ax.transAxes, fontsize=7, color=color, va="top")
+        if "x" in frames[f]:
+            ax.plot(frames[f]["x"] * w, frames[f]["y"] * h, "+", color="red", markersize=12, markeredgewidth=2)
+        if true_frames is not None and true_frames["click"][f] is not None:
+            x, y = true_frames["click"][f]
+            ax.plot(x * w, y * h, "o", markerfacecolor="none", color="lime", markersize=12, markeredgewidth=2)
+    fig.suptitle(title or "timeline", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_png)

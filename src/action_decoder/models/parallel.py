@@ -23,10 +23,9 @@ encode(batch) -> Features
   3. From that pass: prompt features (hidden states at the prompt), the hidden states at each
      frame's visual slots, and those at the S+1 slots that predict the frame's tokens + eof.
 decode(features) -> Outputs
-  1. Shared per-frame features x [B, T, Dd] from `model.head_features`:
-     frame_transformer: the original's frame trunk (pooling, temporal layers, prompt cross-attn);
-     lm: LayerNorm + Linear of the mean LM hidden state at the frame's visual slots, plus the motion
-     summary again (a direct path from the change into frame t+1 to the heads).
+  1. Shared per-frame features x [B, T, Dd] from the original's frame trunk (pooling, causal temporal
+     layers, prompt cross-attn). (The heads never read the LM: in the teacher-forced pass its visual slots
+     attend to the reference narration of earlier frames, which inference does not have.)
   2. Action / key / modifier / click heads, each reading only x (and the visual tokens for click):
      no head reads another head's output.
   3. Transcript: the (temperature-scaled) hidden states at the predicting slots and the LM head; the loss
@@ -53,14 +52,10 @@ from .losses import IGNORE_INDEX
 from .onevision_encoder import OneVisionEncoder
 from .outputs import Features, Outputs, decode_click_xy
 
-HEAD_FEATURES = ("frame_transformer", "lm")
-
-
 @dataclass
 class ParallelConfig(DecoderConfig):
     """`cfg.model` of the parallel decoder (conf/model/parallel.yaml documents each knob)."""
 
-    head_features: str = "frame_transformer"
     lm_visual_tokens: int = 4
     max_text_tokens: int = 16
     eof_threshold: float | None = None
@@ -69,8 +64,6 @@ class ParallelConfig(DecoderConfig):
         super().__post_init__()
         if self.eof_threshold is not None and not 0.0 < float(self.eof_threshold) < 1.0:
             raise ValueError(f"model.eof_threshold={self.eof_threshold}: use null (plain argmax) or a probability in (0, 1)")
-        if self.head_features not in HEAD_FEATURES:
-            raise ValueError(f"model.head_features={self.head_features!r}; expected one of {HEAD_FEATURES}")
         if int(self.lm_visual_tokens) < 1 or int(self.max_text_tokens) < 0:
             raise ValueError("model.lm_visual_tokens must be >= 1 and model.max_text_tokens >= 0")
 
@@ -118,14 +111,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         self.tokenizer = tokenizer  # decodes generated ids in `stream` / `transcribe` (not a module)
         self.eof_token_id = eof_token_id if eof_token_id is not None else getattr(tokenizer, "eof_token_id", None)
         self.pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
-        if config.head_features == "frame_transformer":
-            self._build_frame_trunk()
-        else:
-            # The heads read the prompt through the LM (it precedes every frame); a projected copy
-            # would be an unused parameter (DDP rejects those).
-            self.prompt_proj = None
-            self.lm_to_frame = nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, d))
-            self._build_motion()  # the LM's visual tokens and the heads read the change into frame t+1
+        self._build_frame_trunk()
         self.action_head = nn.Linear(d, num_actions)
         self.key_head = nn.Linear(d, num_keys)
         self.modifier_head = nn.Linear(d, num_modifiers)
@@ -250,21 +236,13 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
 
     def _prompt_features(self, hidden: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         hidden = hidden * prompt_mask.unsqueeze(-1).to(hidden.dtype)
-        if self.prompt_proj is None:  # head_features=lm: the LM's own width, unused by the heads
-            return hidden
         return self.prompt_proj(hidden.to(self.prompt_proj[1].weight.dtype))
-
-    def _frame_features(self, tokens, prompt, prompt_mask, lm_frame_hidden) -> torch.Tensor:
-        if self.config.head_features == "frame_transformer":
-            return self.frame_trunk(tokens, prompt, prompt_mask)
-        lm = self.lm_to_frame(lm_frame_hidden.mean(dim=2).to(self.lm_to_frame[1].weight.dtype))
-        return lm + self.motion_summary(tokens)
 
     def decode(self, features: Features) -> Outputs:
         if features.lm_text_hidden is None:
             raise ValueError("model=parallel decodes Features from its own encode() (they carry the LM pass)")
         tokens = features.visual_tokens + self.token_pos(features.token_xy)
-        x = self._frame_features(tokens, features.prompt_features, features.prompt_mask, features.lm_frame_hidden)
+        x = self.frame_trunk(tokens, features.prompt_features, features.prompt_mask)
         return Outputs(
             **self._heads(x, tokens),
             token_xy=features.token_xy,
@@ -320,13 +298,10 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         if self.config.clip_encoding != "frames":
             raise ValueError("stream() needs model.clip_encoding=frames: with `video`, frame t's encoder tokens "
                              "attend to later frames, which have not arrived yet")
-        if self.config.head_features == "frame_transformer" and not self.config.temporal_causal:
-            raise ValueError("stream() with head_features=frame_transformer needs model.temporal_causal=true: "
-                             "otherwise frame t's heads read later frames")
+        if not self.config.temporal_causal:
+            raise ValueError("stream() needs model.temporal_causal=true: otherwise frame t's heads read later frames")
         eof, pad = self._ids()
         limit = int(self.config.max_text_tokens if max_text_tokens is None else max_text_tokens)
-        B = prompt_ids.shape[0]
-        device = prompt_ids.device
         prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
         frames = clip_pixels.unbind(1) if torch.is_tensor(clip_pixels) else clip_pixels
 
@@ -334,7 +309,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         valid = self._prompt_valid(prompt_mask)
         hidden = lm.step(self._embed(prompt_ids), valid)
         prompt = self._prompt_features(hidden, prompt_mask)
-        history: list[torch.Tensor] = []  # frame tokens [B, 1, N, D] still needed (lm: the last 3; trunk: all)
+        history: list[torch.Tensor] = []  # frame tokens [B, 1, N, D] of every frame so far (the causal trunk reads all)
         pending: tuple[int, torch.Tensor, tuple[float, float]] | None = None  # the newest frame, waiting for the next
         previous = None
         gen = (limit, eof, pad, do_sample, temperature, top_k, generator, early_stop, forced_ids, forced_mask)
@@ -348,8 +323,6 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             history.append(visual[:, -1:] + self.token_pos(token_xy[:, -1:]))  # [B, 1, N, D]
             if pending is not None:  # frame t-1 can read its change into frame t now
                 yield self._frame_step(lm, pending, history, prompt, prompt_mask, gen, last=False)
-                if self.config.head_features == "lm":
-                    del history[:-2]  # frame t's motion needs frames t-1, t, t+1
             pending = (t, token_xy[:, -1], token_cell)
         if pending is not None:  # the source ended: the last frame has no next one (zero change, as in training)
             yield self._frame_step(lm, pending, history, prompt, prompt_mask, gen, last=True)
@@ -370,11 +343,7 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
             lm_visual = torch.cat([self._embed(torch.full((B, 1), eof, device=lm_visual.device)), lm_visual], dim=1)
         hidden = lm.step(lm_visual, torch.ones(B, lm_visual.shape[1], dtype=torch.bool, device=lm_visual.device))
 
-        if self.config.head_features == "frame_transformer":
-            x = self.frame_trunk(tokens, prompt, prompt_mask)[:, i:i + 1]  # causal: frames <= t (+ motion into t+1)
-        else:
-            x = self.lm_to_frame(hidden[:, -v:].mean(dim=1, keepdim=True).to(self.lm_to_frame[1].weight.dtype))
-            x = x + motion
+        x = self.frame_trunk(tokens, prompt, prompt_mask)[:, i:i + 1]  # causal: frames <= t (+ motion into t+1)
         heads = {k: val[:, 0] for k, val in self._heads(x, tokens[:, i:i + 1]).items()}
 
         forced = None if forced_ids is None else (forced_ids[:, t], forced_mask[:, t].sum(-1))

@@ -4,12 +4,12 @@ A stage in `conf/curriculum/*.yaml`:
 
     - name: heads            # logged with every metrics line and stored in checkpoints
       start_epoch: 0         # first epoch of the stage (stages sorted by it; the first must start at 0)
-      data: {clip_len: 4, clip_stride: 2, frame_step: 2, filters: {actions: [click]}}   # merged onto cfg.data
+      data: {clip_len: 4, clip_stride: 2, filters: {actions: [click]}}   # merged onto cfg.data
       loss_weights: {key: 0.0}          # merged onto cfg.model.loss_weights
       train_heads: [action, click]      # heads not listed get loss weight 0 (None = all heads)
 
-`frame_step` subsamples the prepared frames (a lower sampling rate without re-preparing the data;
-applied by ClipDataset).
+A lower sampling rate is a re-prepared dataset (`prepare_data.py data.sample_fps=...`): labels are made from
+the events at that rate, never by dropping frames.
 """
 from __future__ import annotations
 

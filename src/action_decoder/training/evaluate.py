@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from action_decoder.data.clips import build_clip_dataset
 from action_decoder.data.tokenizer import build_tokenizer
@@ -28,14 +29,21 @@ def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = N
     return model, tokenizer, cfg, ckpt
 
 
-def _prepare(path: Path, split: str, data_overrides: dict | None):
+def _prepare(path: Path, split: str, data_overrides: dict | None, event_tolerance: int | None = None):
     model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
     cfg.train.max_val_steps = None  # evaluate the whole split
+    if event_tolerance is not None:
+        cfg.eval = OmegaConf.merge(cfg.get("eval") or {}, {"event_tolerance": int(event_tolerance)})
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.prepare(model)
     stages = build_stages(cfg)
     stage = next((s for s in stages if s.name == ckpt["stage"]), stages[-1])  # the stage the checkpoint was saved in
-    dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data)
+    untrained = sorted(h for h, w in stage.loss_weights.items() if w == 0 and _scored(h, cfg))
+    if untrained:
+        warnings.warn(f"{path} was saved in curriculum stage {stage.name!r}, where the loss weight of "
+                      f"{untrained} was 0: those heads never trained and their scores are not the model's",
+                      UntrainedHeadWarning, stacklevel=2)
+    dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
     loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
 
     def run():
@@ -44,23 +52,36 @@ def _prepare(path: Path, split: str, data_overrides: dict | None):
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
 
 
-def eval_dir(path: Path, split: str) -> Path:
-    """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>/`."""
-    out = path.parent / "eval" / f"{path.stem}_{split}"
+class UntrainedHeadWarning(UserWarning):
+    """An evaluated checkpoint comes from a curriculum stage in which a scored head had loss weight 0."""
+
+
+def _scored(head: str, cfg) -> bool:
+    """Whether evaluation reports this head (the transcript only for model=parallel)."""
+    return head != "transcript" or cfg.model.name == "parallel"
+
+
+def eval_dir(path: Path, split: str, prepared_dir: str | Path) -> Path:
+    """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>_<dataset>/`,
+    <dataset> = the prepared dir's last two path parts joined by `-` (data/synthetic/prepared ->
+    synthetic-prepared), so scoring another dataset never overwrites this one's files."""
+    parts = Path(prepared_dir).resolve().parts[-2:]
+    out = path.parent / "eval" / f"{path.stem}_{split}_{'-'.join(parts)}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
-                        out_dir: str | Path | None = None) -> tuple[dict, Path]:
-    """Write `<out_dir>/eval.json` (default `<checkpoint dir>/eval/<checkpoint>_<split>/`) and return it."""
+                        out_dir: str | Path | None = None, event_tolerance: int | None = None) -> tuple[dict, Path]:
+    """Write `<out_dir>/eval.json` (default `eval_dir(...)`) and return it."""
     path = Path(path)
-    _, _, ckpt, dataset, run = _prepare(path, split, data_overrides)
+    _, cfg, ckpt, dataset, run = _prepare(path, split, data_overrides, event_tolerance)
     losses, summary = run()
-    result = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "stage": ckpt["stage"],
-              "num_clips": len(dataset), "skipped_clips": getattr(dataset, "skipped", 0),
+    result = {"checkpoint": str(path), "split": split, "prepared_dir": str(cfg.data.prepared_dir),
+              "epoch": ckpt["epoch"], "stage": ckpt["stage"], "num_clips": len(dataset),
+              "num_episodes": len(dataset.episodes), "skipped_clips": getattr(dataset, "skipped", 0),
               "loss": losses, "metrics": summary}
-    out_dir = Path(out_dir) if out_dir else eval_dir(path, split)
+    out_dir = Path(out_dir) if out_dir else eval_dir(path, split, cfg.data.prepared_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
     return result, out_dir
@@ -86,6 +107,6 @@ def sweep_eof_threshold(path: str | Path, split: str, thresholds,
         model.config.eof_threshold = None if threshold is None else float(threshold)
         summary = run()[1]
         rows.append({"eof_threshold": threshold, **{k: summary[k] for k in TRANSCRIPT_METRICS}})
-    out_dir = eval_dir(path, split)
+    out_dir = eval_dir(path, split, cfg.data.prepared_dir)
     (out_dir / "eof_threshold.json").write_text(json.dumps(rows, indent=1))
     return rows, out_dir

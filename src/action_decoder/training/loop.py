@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from action_decoder.data.clips import build_clip_dataset, collate_clips
 from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.evaluation.events import EpisodeFrames
 from action_decoder.evaluation.metrics import ActionMetrics
+from action_decoder.models.losses import IGNORE_INDEX
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import ActionLoss
 from action_decoder.training import checkpoint as ckpt
@@ -187,7 +189,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     tokenizer = build_tokenizer(cfg.backbone.text)
     stages = build_stages(cfg)
     datasets = {s.name: build_clip_dataset(cfg, "train", tokenizer, data_cfg=s.data) for s in stages}
-    val_sets = {s.name: build_clip_dataset(cfg, "val", tokenizer, data_cfg=s.data) for s in stages}
+    val_sets = {s.name: build_clip_dataset(cfg, "val", tokenizer, data_cfg=s.data, every_frame_once=True) for s in stages}
     for name, ds in datasets.items():
         if len(ds) // accelerator.num_processes < tc.batch_size:
             raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
@@ -361,11 +363,16 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
         logger.log({"split": "val", "epoch": epoch, "step": state.global_step, "stage": stage.name,
                     "stage_index": stage.index, "loss": val_losses, "metrics": _scalars(val_summary)})
         accelerator.print(f"epoch {epoch}: val " + "  ".join(
-            f"{k}={_fmt(val_summary.get(k))}" for k in ("action_acc", "action_macro_f1", "click_hit_rate", "key_acc"))
+            f"{k}={_fmt(val_summary.get(k))}" for k in ("action_acc", "action_macro_f1", "event_f1", "click_hit_rate",
+                                                       "key_acc"))
             + (f"  skipped corrupt clips={state.epoch_skipped_clips}" if state.epoch_skipped_clips else ""))
 
-        val_acc = val_summary["action_acc"] if val_summary["action_acc"] is not None else -1.0  # None: empty val split
-        improved = val_acc > state.best_action_acc
+        # best.pt: the best train.best_metric among epochs of the last stage, where every head trains.
+        if tc.best_metric not in val_summary:
+            raise ValueError(f"train.best_metric={tc.best_metric!r} is not a validation metric; choose from "
+                             f"{sorted(_scalars(val_summary))}")
+        value = val_summary[tc.best_metric] if val_summary[tc.best_metric] is not None else -1.0  # None: undefined
+        improved = stage.index == len(stages) - 1 and (state.best_epoch is None or value > state.best_value)
         trainable = ckpt.gather_trainable_state(accelerator, model)  # collective under ZeRO-3
         _check_ranks_in_sync(accelerator, trainable, logger, epoch, state.global_step)
         metrics_for_ckpt = {"val": _scalars(val_summary), "val_loss": val_losses, "train_loss": mean_losses}
@@ -376,7 +383,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
             if improved:
                 ckpt.save_checkpoint(run_dir / "best.pt", trainable, cfg, epoch, stage.name, metrics_for_ckpt)
         if improved:
-            state.best_action_acc, state.best_epoch = val_acc, epoch
+            state.best_value, state.best_epoch = value, epoch
         state.start_epoch(epoch + 1)
         ckpt.save_resume_state(accelerator, run_dir, state.state_dict())
         if stop_agreed():  # a stop that arrived during the checkpoint writes: all of them are done now
@@ -385,47 +392,60 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
             return _cleanup(accelerator, run_dir)
 
     # ======================= cleanup =======================
-    accelerator.print(f"done: best val action_acc={state.best_action_acc:.3f} at epoch {state.best_epoch}; "
+    accelerator.print(f"done: best val {tc.best_metric}={state.best_value:.3f} at epoch {state.best_epoch}; "
                       f"run dir {run_dir}")
     return _cleanup(accelerator, run_dir)
 
 
 @torch.no_grad()
 def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, should_stop=None):
-    """(losses, metrics) over `dataset`, or None when `should_stop()` (a collective, checked between batches) says so."""
-    metrics = ActionMetrics(cfg.labels["actions"], cfg.labels["keys"], cfg.labels["modifiers"], cfg.train.click_radius)
+    """Losses and metrics over `dataset`, built with `every_frame_once=True` so each sampled frame counts
+    once (frames scored in another window carry -100 labels and `scored=False`). Per-frame metrics
+    (ActionMetrics) and event metrics (evaluation/events.py, over whole episodes) in one summary.
+    The training loop and eval.py both call this. None when `should_stop()` (a collective, checked between
+    batches) says so."""
+    names = cfg.labels
+    metrics = ActionMetrics(names["actions"], names["keys"], names["modifiers"], cfg.train.click_radius)
+    frames = EpisodeFrames()
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
     model.eval()
     sums = torch.zeros(0)
     keys: list[str] = []
     n = 0
-    limit = cfg.train.max_val_steps or len(loader)
-    for i, batch in enumerate(tqdm(loader, total=min(limit, len(loader)), desc="val", leave=False,
+    limit = min(cfg.train.max_val_steps or len(loader), len(loader))
+    inner = accelerator.unwrap_model(model)
+    for i, batch in enumerate(tqdm(loader, total=limit, desc="val", leave=False,
                                    disable=not accelerator.is_main_process)):
+        if i >= limit:
+            break  # every rank stops at the same batch (equal shards)
         if should_stop is not None and should_stop():
             model.train()
             return None
-        if i >= limit or batch is None:
+        if batch is None:
             continue
         batch = to_device(batch, accelerator.device)
         outputs = model(batch)
         keep = batch["counted"]
-        inner = accelerator.unwrap_model(model)
+        scored = batch["scored"] & keep[:, None]
+        if outputs.transcript_targets is not None:  # frames scored in another window: no teacher-forced score
+            outputs.transcript_targets = outputs.transcript_targets.masked_fill(~scored[..., None], IGNORE_INDEX)
         if hasattr(inner, "transcribe"):  # model=parallel: generated vs reference text per frame -> CER/WER
             # Every rank transcribes every batch, with a fixed step count when distributed (ZeRO-3 collectives).
-            kept = keep.tolist()
             preds = inner.transcribe(batch, early_stop=accelerator.num_processes == 1)
             refs = inner.reference_transcripts(batch)
-            metrics.update_transcripts([t for c, k in zip(preds, kept) if k for t in c],
-                                       [t for c, k in zip(refs, kept) if k for t in c])
+            mask = scored.tolist()
+            metrics.update_transcripts([t for c, m in zip(preds, mask) for t, s in zip(c, m) if s],
+                                       [t for c, m in zip(refs, mask) for t, s in zip(c, m) if s])
+        frames.add_batch(outputs, batch, keep)
         if keep.any():
             sel_out, sel_batch = select(outputs, keep), select(batch, keep)
             metrics.update(sel_out, sel_batch)
             losses = loss_fn(sel_out, sel_batch)
             keys = sorted(losses)
-            vals = torch.stack([losses[k].detach().float() for k in keys]) * int(keep.sum())
+            weight = int(scored.sum())  # batch-mean losses weighted by the frames they scored
+            vals = torch.stack([losses[k].detach().float() for k in keys]) * weight
             sums = vals if sums.numel() == 0 else sums + vals
-            n += int(keep.sum())
+            n += weight
     model.train()
     if not keys:
         keys = ["total"]
@@ -433,7 +453,12 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, sh
     total = accelerator.reduce(torch.cat([sums.to(accelerator.device), torch.tensor([float(n)], device=accelerator.device)]), "sum")
     val_losses = {k: float(total[i] / max(1.0, float(total[-1]))) for i, k in enumerate(keys)}
     metrics.load_state(_reduce_counts(accelerator, metrics))
-    return val_losses, metrics.compute()
+    summary = metrics.compute()
+    if accelerator.num_processes > 1:  # an episode's windows are spread over ranks: rebuild episodes on each
+        frames.rows = gather_object(frames.rows)
+    tolerance = int((cfg.get("eval") or {}).get("event_tolerance", 2))
+    summary.update(frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance).compute())
+    return val_losses, summary
 
 
 def _reduce_counts(accelerator, metrics: ActionMetrics) -> dict[str, torch.Tensor]:

@@ -44,7 +44,7 @@ class TrainState:
     epoch: int = 0  # the epoch in progress (== train.epochs when the run is done)
     step_in_epoch: int = 0  # micro-steps of that epoch already trained
     global_step: int = 0
-    best_action_acc: float = -1.0
+    best_value: float = -1.0  # of train.best_metric
     best_epoch: int | None = None
     stage: str = ""
     nonfinite_skipped: int = 0

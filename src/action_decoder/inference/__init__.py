@@ -1,0 +1,1 @@
+"""inference: annotating recordings with a trained checkpoint."""
