@@ -1,11 +1,9 @@
 """ActionMetrics on hand-computed cases: what validation and eval.py report."""
 
 import json
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from action_decoder.config import load_config
 from action_decoder.evaluation.metrics import ActionMetrics, confusion_summary, majority_baseline, scalars
@@ -259,36 +257,3 @@ def test_scalars_flattens_numbers_for_the_metrics_log():
     assert flat["action_acc"] == m.compute()["action_acc"]
     assert "action_per_class_acc/click" in flat and "action_confusion" not in flat
     assert all(v is None or isinstance(v, (int, float)) for v in flat.values())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sync_worker(rank: int, port: int, out_path: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    gen = torch.Generator().manual_seed(0)
-    data = [random_batch(gen) for _ in range(4)]
-    m = ActionMetrics(ACTIONS, KEYS, MODS)
-    for out, batch in data[rank::2]:  # each rank sees half the batches
-        m.update(out, batch)
-    m.sync()  # torch.distributed all-reduce: every rank ends with the global counts
-    if rank == 1:
-        with open(out_path, "w") as f:
-            json.dump(m.compute(), f)
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def test_sync_sums_counts_across_two_processes(tmp_path):
-    out_path = tmp_path / "rank1.json"
-    mp.spawn(_sync_worker, args=(_free_port(), str(out_path)), nprocs=2, join=True)
-    gen = torch.Generator().manual_seed(0)
-    whole = ActionMetrics(ACTIONS, KEYS, MODS)
-    for out, batch in [random_batch(gen) for _ in range(4)]:
-        whole.update(out, batch)
-    assert json.loads(out_path.read_text()) == json.loads(json.dumps(whole.compute()))

@@ -21,11 +21,12 @@ to even out the last batch (a few frames at most). For exact counts, gather the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100  # label value for frames where a head does not apply (data/README.md §3)
+from action_decoder.data.vocab import IGNORE_INDEX
+
 
 # Count tensors that make up the state, in a fixed order (state() / load_state() / sync()).
 _COUNT_KEYS = (
@@ -213,36 +214,6 @@ class ActionMetrics:
         for name in _COUNT_KEYS:
             self._state[name] = self._state[name] + other._state[name].to(self._state[name].device)
         self._has_transcripts = self._has_transcripts or other._has_transcripts
-        return self
-
-    def sync(
-        self,
-        reduce_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-        device: torch.device | str | None = None,
-    ) -> ActionMetrics:
-        """Sum the counts over all processes; every rank then holds the global counts. Returns self.
-
-        reduce_fn: takes and returns the state dict summed over processes, e.g.
-            `lambda s: accelerator.reduce(s, reduction="sum")`. Default: `torch.distributed.all_reduce`
-            when a process group with more than one rank is initialized, else nothing to do.
-        device: where the counts travel (NCCL needs CUDA tensors). Default: the current CUDA device
-            under an NCCL group, else where the counts already are.
-        Call it on every rank (it is a collective), once per pass, before `compute()`.
-        """
-        dist = torch.distributed
-        if reduce_fn is None:
-            if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-                return self
-
-            def reduce_fn(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                for t in state.values():
-                    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-                return state
-
-            if device is None and dist.get_backend() == "nccl":
-                device = torch.device("cuda", torch.cuda.current_device())
-        state = {k: (v.to(device) if device is not None else v).clone() for k, v in self._state.items()}
-        self.load_state(reduce_fn(state))
         return self
 
     # --------------------------------------------------------------------------------- updates

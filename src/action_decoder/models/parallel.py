@@ -103,14 +103,12 @@ class ParallelHeadsDecoder(TaskAwareDecoderBase):
         num_keys: int,
         num_modifiers: int,
         tokenizer: Any | None = None,
-        eof_token_id: int | None = None,
-        pad_token_id: int | None = None,
     ) -> None:
         super().__init__(vision, text, config)
         d, dt = config.d_model, int(text.config.hidden_size)
         self.tokenizer = tokenizer  # decodes generated ids in `stream` / `transcribe` (not a module)
-        self.eof_token_id = eof_token_id if eof_token_id is not None else getattr(tokenizer, "eof_token_id", None)
-        self.pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
+        self.eof_token_id = getattr(tokenizer, "eof_token_id", None)
+        self.pad_token_id = getattr(tokenizer, "pad_token_id", None)
         self._build_frame_trunk()
         self.action_head = nn.Linear(d, num_actions)
         self.key_head = nn.Linear(d, num_keys)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-HEADS = ("action", "key", "modifier", "click", "transcript")
+from action_decoder.models.losses import LOSS_NAMES
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
         weights = dict(OmegaConf.to_container(OmegaConf.merge(cfg.model.loss_weights, s.get("loss_weights") or {})))
         heads = s.get("train_heads")
         if heads is not None:
-            unknown = set(heads) - set(HEADS)
+            unknown = set(heads) - set(LOSS_NAMES)
             if unknown:
-                raise ValueError(f"curriculum stage {s.name!r}: unknown train_heads {sorted(unknown)}; choose from {HEADS}")
+                raise ValueError(f"curriculum stage {s.name!r}: unknown train_heads {sorted(unknown)}; choose from {LOSS_NAMES}")
             weights = {k: (v if k in heads else 0.0) for k, v in weights.items()}
         stages.append(Stage(i, str(s.name), int(s.start_epoch), data, weights))
     return stages
