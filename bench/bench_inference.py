@@ -29,6 +29,8 @@ from action_decoder.models.build import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_inference.json"
 OVERRIDES = [
+    "backbone.vision.name_or_path=null",  # random-init towers: timing does not depend on the weights
+    "backbone.text.name_or_path=null",
     "model=parallel", "model.head_features=lm", "model.d_model=64", "model.num_heads=4", "model.ffn_dim=128",
     "model.lm_visual_tokens=4", "model.max_text_tokens=8", "model.dropout=0",
     "backbone.vision.image_size=32",

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from action_decoder.config import load_config
+from tests.conftest import RANDOM_TOWERS
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import build_loss
@@ -13,6 +14,7 @@ from action_decoder.models.parallel import ParallelHeadsDecoder
 
 # 32 px frames of 8 px patches = 16 tokens a frame, a 32-wide decoder: each build + step well under a second.
 SMALL = [
+    *RANDOM_TOWERS,
     "model=parallel",
     "backbone.vision.image_size=32",
     "model.d_model=32",

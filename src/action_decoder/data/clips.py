@@ -71,7 +71,7 @@ class ClipDataset(Dataset):
         episodes: str | os.PathLike | Sequence[Mapping[str, Any]],
         clip_len: int,
         clip_stride: int,
-        image_size: int,
+        image_size: int | Sequence[int],
         mean: Sequence[float],
         std: Sequence[float],
         tokenizer: Any,
@@ -90,7 +90,9 @@ class ClipDataset(Dataset):
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token (build it with action_decoder.data.tokenizer.build_tokenizer)")
         self.clip_len, self.clip_stride, self.frame_step = int(clip_len), int(clip_stride), int(frame_step)
-        self.image_size = int(image_size)
+        # An int is a square; (height, width) keeps the screen's aspect ratio (conf/backbone/tiny.yaml).
+        self.image_size = (int(image_size),) * 2 if isinstance(image_size, (int, np.integer)) \
+            else tuple(int(v) for v in image_size)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.reader = reader
         self.decode_threads = int(decode_threads)
@@ -297,7 +299,7 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         path,
         clip_len=int(data.clip_len),
         clip_stride=int(data.clip_stride),
-        image_size=int(vision.image_size),
+        image_size=vision.image_size if isinstance(vision.image_size, int) else list(vision.image_size),
         mean=list(vision.image_mean),
         std=list(vision.image_std),
         tokenizer=tokenizer,
