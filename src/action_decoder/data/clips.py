@@ -194,6 +194,17 @@ class ClipDataset(Dataset):
             transcript_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         )
 
+    def label_counts(self, num_classes: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Frames per class of each classification head ({"action": [num_actions], "key": ..., "modifier": ...})
+        over the clips of this dataset (a frame in two overlapping clips counts twice, as it is trained twice)."""
+        counts = {head: np.zeros(n, np.int64) for head, n in num_classes.items()}
+        for e, start in self.index:
+            ep = self.episodes[e]
+            for head, c in counts.items():
+                labels = getattr(ep, head)[start:start + self.clip_len]
+                c += np.bincount(labels[labels != IGNORE_INDEX], minlength=len(c))[: len(c)]
+        return counts
+
     # ---- Dataset API ----
 
     def __len__(self) -> int:

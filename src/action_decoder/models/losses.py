@@ -3,6 +3,10 @@
 - action / key / modifier: cross-entropy per frame, frames labelled -100 ignored. A head with no
   valid frame in the batch (e.g. no key presses) contributes an exact 0 that is still attached
   to the graph (so DDP sees a gradient for every parameter), never NaN.
+  Class balance (`model.class_balance` = beta, 0 = off): a frame of class c weighs
+  w_c = (n_c / n_max) ** -beta, n_c its frames in the training split (at least 1), and the head's loss is
+  the weighted mean sum(w_y * CE) / sum(w_y) over the batch's frames. beta = 1 is inverse frequency
+  (every class counts as much as any other), 0.5 its square root (a milder push towards rare classes).
 - click: cross-entropy over the frame's visible tokens, only on frames with a click target.
   Target = the visible token whose centre is nearest to the click (click_sigma = 0), or a
   Gaussian over all visible tokens, exp(-d^2 / 2 sigma^2) normalised, with d the distance from
@@ -27,9 +31,26 @@ IGNORE_INDEX = -100  # label of a frame where a head does not apply (data/README
 LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
 
 
+CLASS_HEADS = ("action", "key", "modifier")  # heads `model.class_balance` reweights
+
+
+def class_balance_weights(counts: Any, beta: float) -> torch.Tensor:
+    """(n_c / n_max) ** -beta per class; a class absent from the counts weighs as one frame."""
+    n = torch.as_tensor(counts, dtype=torch.float32).clamp(min=1.0)
+    return (n / n.max()).pow(-float(beta))
+
+
 class ActionLoss(nn.Module):
-    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0) -> None:
+    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0, class_balance: float = 0.0,
+                 class_counts: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        if class_balance < 0:
+            raise ValueError(f"model.class_balance={class_balance} must be >= 0 (0 = plain cross-entropy)")
+        if class_balance > 0 and class_counts is None:
+            raise ValueError("model.class_balance > 0 needs the training split's class counts (ClipDataset.label_counts)")
+        # Per-class weights of each head (moved to the logits' device when used); empty when the knob is off.
+        self.class_weights = {head: class_balance_weights(class_counts[head], class_balance)
+                              for head in (CLASS_HEADS if class_balance > 0 else ())}
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         if unknown:
             raise ValueError(f"model.loss_weights has unknown entries {unknown}; known: {list(LOSS_NAMES)}")
@@ -39,16 +60,21 @@ class ActionLoss(nn.Module):
         self.click_sigma = float(click_sigma)
 
     def forward(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        w = {head: self._weight(head, outputs.action_logits.device) for head in CLASS_HEADS}
         losses = {
-            "action": masked_cross_entropy(outputs.action_logits, batch["action"]),
-            "key": masked_cross_entropy(outputs.key_logits, batch["key"]),
-            "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"]),
+            "action": masked_cross_entropy(outputs.action_logits, batch["action"], w["action"]),
+            "key": masked_cross_entropy(outputs.key_logits, batch["key"], w["key"]),
+            "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"], w["modifier"]),
             "click": self.click_loss(outputs.click_logits, outputs.token_xy, batch["click_xy"], batch["click_mask"]),
         }
         if outputs.transcript_logits is not None:
             losses["transcript"] = transcript_loss(outputs.transcript_logits, outputs.transcript_targets)
         losses["total"] = sum(self.weights[name] * losses[name] for name in LOSS_NAMES if name in losses)
         return losses
+
+    def _weight(self, head: str, device: torch.device) -> torch.Tensor | None:
+        weight = self.class_weights.get(head)
+        return None if weight is None else weight.to(device)
 
     def click_loss(
         self, click_logits: torch.Tensor, token_xy: torch.Tensor, click_xy: torch.Tensor, click_mask: torch.Tensor
@@ -65,12 +91,13 @@ class ActionLoss(nn.Module):
         return F.cross_entropy(logits, dist2.argmin(dim=-1))
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CE over frames whose target is not -100; 0 (attached to the graph) when there are none."""
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CE over frames whose target is not -100 (weighted mean with per-class `weight`); 0 (attached to
+    the graph) when there are none."""
     valid = target != IGNORE_INDEX
     if not valid.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid].float(), target[valid])
+    return F.cross_entropy(logits[valid].float(), target[valid], weight=weight)
 
 
 def transcript_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -78,6 +105,10 @@ def transcript_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def build_loss(model_cfg: Mapping[str, Any]) -> ActionLoss:
-    """`ActionLoss` from `cfg.model` (loss_weights, click_sigma)."""
-    return ActionLoss(dict(model_cfg["loss_weights"]), float(model_cfg.get("click_sigma", 0.0)))
+def build_loss(model_cfg: Mapping[str, Any], loss_weights: Mapping[str, float] | None = None,
+               class_counts: Mapping[str, Any] | None = None) -> ActionLoss:
+    """`ActionLoss` from `cfg.model` (loss_weights, or a curriculum stage's; click_sigma; class_balance with
+    the training split's `class_counts`)."""
+    weights = dict(model_cfg["loss_weights"] if loss_weights is None else loss_weights)
+    return ActionLoss(weights, float(model_cfg.get("click_sigma", 0.0)), float(model_cfg.get("class_balance", 0.0) or 0.0),
+                      class_counts)

@@ -26,7 +26,7 @@ from action_decoder.data.clips import build_clip_dataset, collate_clips
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.evaluation.metrics import ActionMetrics
 from action_decoder.models.build import build_model
-from action_decoder.models.losses import ActionLoss
+from action_decoder.models.losses import build_loss
 from action_decoder.training import checkpoint as ckpt
 from action_decoder.training.curriculum import build_stages, stage_at
 from action_decoder.training.loggers import MetricsLogger
@@ -205,7 +205,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
         accelerator.print(f"epoch {epoch}: stage {stage.index} {stage.name!r} "
                           f"(clip_len={stage.data.clip_len}, loss weights {stage.loss_weights})")
         state["stage"] = stage.name
-        loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+        loss_fn = build_loss(cfg.model, stage.loss_weights, class_counts(cfg, datasets[stage.name]))
         skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
         loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
                              skip_batches=skip)
@@ -311,6 +311,13 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
 
 
 @torch.no_grad()
+def class_counts(cfg, train_set) -> dict | None:
+    """Frames per class of the training clips, for `model.class_balance` (None when it is off)."""
+    if not cfg.model.get("class_balance"):
+        return None
+    return train_set.label_counts({h: len(cfg.labels[f"{h}s"]) for h in ("action", "key", "modifier")})
+
+
 def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
     metrics = ActionMetrics(cfg.labels["actions"], cfg.labels["keys"], cfg.labels["modifiers"], cfg.train.click_radius)
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
