@@ -34,6 +34,7 @@ OVERRIDES = [
     "model=parallel", "model.head_features=lm", "model.d_model=64", "model.num_heads=4", "model.ffn_dim=128",
     "model.lm_visual_tokens=4", "model.max_text_tokens=8", "model.dropout=0",
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "backbone.text.hidden_size=256", "backbone.text.intermediate_size=768", "backbone.text.num_hidden_layers=4",
     "backbone.text.num_attention_heads=4", "backbone.text.num_key_value_heads=2", "backbone.text.head_dim=64",
     "backbone.text.max_position_embeddings=2048",

@@ -19,6 +19,7 @@ RANDOM_TOWERS = ["backbone.vision.name_or_path=null", "backbone.text.name_or_pat
 TINY = [
     *RANDOM_TOWERS,
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",

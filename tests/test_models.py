@@ -20,6 +20,7 @@ from action_decoder.models.text_encoder import build_text_model, load_qwen3, pro
 SMALL = [
     *RANDOM_TOWERS,
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",

@@ -15,7 +15,7 @@ from tests.conftest import RANDOM_TOWERS
 # 16 x 48 px frames of 8 px patches: 2 rows x 6 columns of tokens.
 H, W, P = 16, 48, 8
 HP, WP = H // P, W // P
-OVERRIDES = [*RANDOM_TOWERS, f"backbone.vision.image_size=[{H},{W}]", "model.d_model=32", "model.num_heads=4",
+OVERRIDES = [*RANDOM_TOWERS, f"backbone.vision.image_size=[{H},{W}]", f"backbone.vision.patch_size={P}", "model.d_model=32", "model.num_heads=4",
              "model.ffn_dim=64"]
 
 
@@ -70,6 +70,6 @@ def test_clips_are_resized_to_height_by_width(tmp_path):
 
 
 def test_a_side_that_is_not_a_multiple_of_the_patch_is_refused():
-    cfg = load_config([*RANDOM_TOWERS, "backbone.vision.image_size=[20,48]"])
+    cfg = load_config([*RANDOM_TOWERS, "backbone.vision.image_size=[20,48]", "backbone.vision.patch_size=8"])
     with pytest.raises(ValueError, match="multiple of patch_size"):
         build_model(cfg, build_tokenizer(cfg.backbone.text))

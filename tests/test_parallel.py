@@ -17,6 +17,7 @@ SMALL = [
     *RANDOM_TOWERS,
     "model=parallel",
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",
