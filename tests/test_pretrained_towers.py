@@ -19,7 +19,7 @@ from action_decoder.models.fingerprint import tower_fingerprint
 from action_decoder.models.lora import is_lora_parameter
 from action_decoder.models.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from action_decoder.training.pretrain_towers import GLYPH_ID, GlyphDesktop
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, only_run_dir, run_cli, run_eval, run_train
 
 # Pretraining in seconds: a few recordings and steps, a small non-square frame (4 x 6 patches of 8 px).
 QUICK = [
@@ -133,3 +133,23 @@ def test_glyph_labels_sit_on_the_drawn_characters():
         patch = ui[int(y) - 4:int(y) + 5, max(0, int(x) - 2):int(x) + 3]
         hits += int(patch.reshape(-1, 3).std(axis=0).max() > 20)  # ink: contrast within the glyph's box
     assert hits >= 0.9 * len(desk.glyphs)
+
+
+@pytest.mark.slow
+def test_a_run_on_the_towers_records_them_and_eval_refuses_others(towers, prepared_data, tmp_path):
+    """train.py on pretrained towers (through name_or_path): best.pt records their fingerprints; eval.py
+    reloads them, and refuses once the towers were re-made."""
+    root, _, _ = towers
+    vision = tmp_path / "vision"
+    shutil.copytree(root / "vision", vision)
+    run_train(prepared_data, tmp_path / "out", "train.epochs=1", "backbone.vision.image_size=[32,48]",
+              "backbone.vision.patch_size=16", f"backbone.vision.name_or_path={vision}",
+              f"backbone.text.name_or_path={root / 'text'}")
+    best = only_run_dir(tmp_path / "out") / "best.pt"
+    saved = torch.load(best, weights_only=True)["config"]["backbone"]
+    assert saved["vision"]["fingerprint"] == tower_fingerprint(vision) and saved["text"]["fingerprint"]
+    run_eval(f"checkpoint={best}", "split=val", f"data.prepared_dir={prepared_data}")
+    state = load_file(str(vision / "model.safetensors"))
+    save_file({k: v * 1.01 for k, v in state.items()}, str(vision / "model.safetensors"))
+    proc = run_eval(f"checkpoint={best}", "split=val", f"data.prepared_dir={prepared_data}", check=False)
+    assert proc.returncode != 0 and "fingerprint" in proc.stderr
