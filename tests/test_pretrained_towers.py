@@ -153,3 +153,11 @@ def test_a_run_on_the_towers_records_them_and_eval_refuses_others(towers, prepar
     save_file({k: v * 1.01 for k, v in state.items()}, str(vision / "model.safetensors"))
     proc = run_eval(f"checkpoint={best}", "split=val", f"data.prepared_dir={prepared_data}", check=False)
     assert proc.returncode != 0 and "fingerprint" in proc.stderr
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_towers_not_made_yet_say_how_to_make_them(tower, tmp_path):
+    cfg = _cfg(["backbone.vision.name_or_path=null", "backbone.text.name_or_path=null",
+                f"backbone.{tower}.name_or_path={tmp_path / 'not_made' / tower}"])
+    with pytest.raises(FileNotFoundError, match=r"(?s)not_made.*pretrain_tiny_towers\.py"):
+        build_model(cfg, build_tokenizer(cfg.backbone.text))

@@ -125,8 +125,19 @@ def build_model(
             f"model.visible_tokens={decoder_cfg.visible_tokens} but a {height}x{width} frame has only "
             f"{per_frame} patches of {vision_config.patch_size}px: use at most {per_frame} (or null = all)"
         )
-    checkpointing = bool(backbone.get("gradient_checkpointing", False))
 
+    try:
+        return _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights)
+    except FileNotFoundError as err:
+        if "pretrain" not in backbone:
+            raise
+        raise FileNotFoundError(f"{err}\nThe tiny towers are made by `python scripts/pretrain_tiny_towers.py` "
+                                "(or set backbone.vision.name_or_path=null backbone.text.name_or_path=null "
+                                "for random-init towers).") from None
+
+
+def _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights):
+    checkpointing = bool(backbone.get("gradient_checkpointing", False))
     with init_empty_weights() if empty_weights else nullcontext():
         # Random-init towers are drawn from their own seed, not the global RNG: a checkpoint holds
         # only what trains, so reloading it must meet the very same frozen towers in any process.

@@ -62,7 +62,8 @@ def load_qwen3(
 ) -> Qwen3ForCausalLM:
     """`Qwen3ForCausalLM.from_pretrained` from a hub id or a local folder, with a clear error offline."""
     name = str(name_or_path)
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+    # A folder path (a hub id is exactly "owner/name"): name the missing folder instead of asking the hub.
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(

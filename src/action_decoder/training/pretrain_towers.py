@@ -205,7 +205,8 @@ def pretrain_vision(cfg: Mapping[str, Any], out_dir: Path, log=print) -> dict[st
     size = image_hw(config.image_size)
     patch = config.patch_size
     grid = (size[0] // patch, size[1] // patch)
-    syn = replace(SyntheticConfig.from_cfg(cfg["data"]["synthetic"]), seed=int(p["seed"]))
+    # No pauses: a pause only cuts wall-clock time out of a recording (the video never shows it).
+    syn = replace(SyntheticConfig.from_cfg(cfg["data"]["synthetic"]), seed=int(p["seed"]), pause_fraction=0.0)
     n_rec, n_val = int(p["vision_recordings"]), int(p["vision_val_recordings"])
     start = time.perf_counter()
     train = render_screens(syn, range(n_rec), float(cfg["data"]["sample_fps"]), size)
@@ -286,7 +287,7 @@ def pretrain_text(cfg: Mapping[str, Any], tokenizer: Any, out_dir: Path, log=pri
 
     text_cfg, p = cfg["backbone"]["text"], cfg["backbone"]["pretrain"]
     # Its own generator seed (the vision screens use `seed`): texts and screens stay disjoint too.
-    syn = replace(SyntheticConfig.from_cfg(cfg["data"]["synthetic"]), seed=int(p["seed"]) + 1)
+    syn = replace(SyntheticConfig.from_cfg(cfg["data"]["synthetic"]), seed=int(p["seed"]) + 1, pause_fraction=0.0)
     n_rec, n_val = int(p["text_recordings"]), int(p["text_val_recordings"])
     start = time.perf_counter()
     block = int(p["text_block"])
