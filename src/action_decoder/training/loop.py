@@ -310,7 +310,6 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path) -> Path:
     return _cleanup(accelerator, run_dir)
 
 
-@torch.no_grad()
 def class_counts(cfg, train_set) -> dict | None:
     """Frames per class of the training clips, for `model.class_balance` (None when it is off)."""
     if not cfg.model.get("class_balance"):
@@ -318,6 +317,7 @@ def class_counts(cfg, train_set) -> dict | None:
     return train_set.label_counts({h: len(cfg.labels[f"{h}s"]) for h in ("action", "key", "modifier")})
 
 
+@torch.no_grad()
 def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator):
     metrics = ActionMetrics(cfg.labels["actions"], cfg.labels["keys"], cfg.labels["modifiers"], cfg.train.click_radius)
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
