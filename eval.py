@@ -23,7 +23,7 @@ def _checkpoint(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from action_decoder.evaluation.events import EVENT_TYPES
-    from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, read_metrics,
+    from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, plot_sweep, read_metrics,
                                                  sweep_table, write_sweep_table)
 
     if not (cfg.checkpoint or cfg.run or cfg.sweep or cfg.eof_thresholds):
@@ -74,6 +74,10 @@ def main(cfg: DictConfig) -> None:
         rows = sweep_table(sorted(p.parent for p in Path(cfg.sweep).glob("**/metrics.jsonl")))
         write_sweep_table(rows, Path(cfg.sweep) / "sweep.md")
         print((Path(cfg.sweep) / "sweep.md").read_text())
+        if any(cfg.sweep_plot.x in r["overrides"] for r in rows):
+            png = plot_sweep(rows, Path(cfg.sweep) / "sweep.png", cfg.sweep_plot.x, cfg.sweep_plot.lines,
+                             cfg.sweep_plot.metric)
+            print(f"-> {png}")
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int) -> dict:
             n_tokens = sum(map(len, ids))
         t = time.perf_counter()
         ClipDataset(jsonl, clip_len=int(cfg.data.clip_len), clip_stride=int(cfg.data.clip_stride),
-                    image_size=int(cfg.backbone.vision.image_size), mean=list(cfg.backbone.vision.image_mean),
+                    image_size=list(cfg.backbone.vision.image_size) if not isinstance(cfg.backbone.vision.image_size, int) else cfg.backbone.vision.image_size, mean=list(cfg.backbone.vision.image_mean),
                     std=list(cfg.backbone.vision.image_std), tokenizer=tok, vocab=vocab,
                     max_transcript_tokens=int(cfg.data.max_transcript_tokens),
                     max_prompt_tokens=int(cfg.data.max_prompt_tokens))
@@ -323,7 +323,7 @@ def main() -> None:
     vocab = LabelVocab.from_config(cfg.labels)
     tok = build_tokenizer(cfg.backbone.text)
     ds = ClipDataset(jsonl, clip_len=int(cfg.data.clip_len), clip_stride=int(cfg.data.clip_stride),
-                     image_size=int(cfg.backbone.vision.image_size), mean=list(cfg.backbone.vision.image_mean),
+                     image_size=list(cfg.backbone.vision.image_size) if not isinstance(cfg.backbone.vision.image_size, int) else cfg.backbone.vision.image_size, mean=list(cfg.backbone.vision.image_mean),
                      std=list(cfg.backbone.vision.image_std), tokenizer=tok, vocab=vocab, reader="decord",
                      max_transcript_tokens=int(cfg.data.max_transcript_tokens),
                      max_prompt_tokens=int(cfg.data.max_prompt_tokens))

@@ -29,9 +29,12 @@ from action_decoder.models.build import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_inference.json"
 OVERRIDES = [
+    "backbone.vision.name_or_path=null",  # random-init towers: timing does not depend on the weights
+    "backbone.text.name_or_path=null",
     "model=parallel", "model.d_model=64", "model.num_heads=4", "model.ffn_dim=128",
     "model.lm_visual_tokens=4", "model.max_text_tokens=8", "model.dropout=0",
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "backbone.text.hidden_size=256", "backbone.text.intermediate_size=768", "backbone.text.num_hidden_layers=4",
     "backbone.text.num_attention_heads=4", "backbone.text.num_key_value_heads=2", "backbone.text.head_dim=64",
     "backbone.text.max_position_embeddings=2048",

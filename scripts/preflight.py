@@ -75,7 +75,7 @@ def preflight(cfg: DictConfig) -> dict:
     say(f"model: built and prepared in {time.perf_counter() - t0:.0f} s "
         f"(backbone {cfg.backbone.dtype}, mixed_precision {tc.mixed_precision}, {accelerator.num_processes} process(es))")
 
-    loss_fn = make_loss(stage, cfg, accelerator)
+    loss_fn = make_loss(stage, cfg, accelerator, dataset)
     loader = make_loader(dataset, cfg, stage.data, tokenizer.pad_token_id, 0, accelerator, train=True)
     device = accelerator.device
     cuda = device.type == "cuda"

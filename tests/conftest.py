@@ -12,10 +12,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Random-init towers (no pretraining needed): backbone=tiny loads data/pretrained/tiny/* otherwise.
+RANDOM_TOWERS = ["backbone.vision.name_or_path=null", "backbone.text.name_or_path=null"]
 # The smallest model the configs allow that still runs every part (LoRA on both towers, the decoder,
 # all heads): 32 px frames of 8 px patches = 16 tokens a frame, a 32-wide decoder, 4-frame clips.
 TINY = [
+    *RANDOM_TOWERS,
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",

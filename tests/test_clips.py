@@ -239,9 +239,9 @@ def test_build_clip_dataset_from_config(episodes, cfg, tok, tmp_path):
         build_clip_dataset(cfg, "val", tok, data_cfg=dict_cfg(cfg, prepared_dir=str(tmp_path)))
     write_jsonl(tmp_path / "train.jsonl", [a, b])
     ds = build_clip_dataset(cfg, "train", tok, data_cfg=dict_cfg(cfg, prepared_dir=str(tmp_path)))
-    # conf/data: clip_len 8, stride 4; conf/backbone/tiny: image_size 112.
+    # conf/data: clip_len 8, stride 4; conf/backbone/tiny: image_size [height, width] = [192, 320].
     assert len(ds) == 4 and ds.short_episodes == 1
-    assert ds[0]["pixels"].shape == (cfg.data.clip_len, 3, cfg.backbone.vision.image_size, cfg.backbone.vision.image_size)
+    assert ds[0]["pixels"].shape == (cfg.data.clip_len, 3, *cfg.backbone.vision.image_size)
 
 
 def dict_cfg(cfg, **overrides):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from action_decoder.config import load_config
+from tests.conftest import RANDOM_TOWERS
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.lora import is_lora_parameter
@@ -17,7 +18,9 @@ from action_decoder.models.text_encoder import build_text_model, load_qwen3, pro
 # Smaller than backbone=tiny so each build + step takes well under a second: 32 px frames of
 # 8 px patches = 4 x 4 tokens a frame.
 SMALL = [
+    *RANDOM_TOWERS,
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",

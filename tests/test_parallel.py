@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from action_decoder.config import load_config
+from tests.conftest import RANDOM_TOWERS
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import build_loss
@@ -13,8 +14,10 @@ from action_decoder.models.parallel import ParallelHeadsDecoder
 
 # 32 px frames of 8 px patches = 16 tokens a frame, a 32-wide decoder: each build + step well under a second.
 SMALL = [
+    *RANDOM_TOWERS,
     "model=parallel",
     "backbone.vision.image_size=32",
+    "backbone.vision.patch_size=8",
     "model.d_model=32",
     "model.num_heads=4",
     "model.ffn_dim=64",
@@ -222,7 +225,8 @@ def test_checkpoint_round_trip_strict(tokenizer, tmp_path):
 
 def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
     torch.manual_seed(0)
-    model = build_model(load_config(SMALL[1:5]), tokenizer)
+    original = [o for o in SMALL if o != "model=parallel" and not o.startswith(("model.lm_", "model.max_text"))]
+    model = build_model(load_config(original), tokenizer)
     out = model(make_batch(tokenizer))
     assert out.transcript_logits is None
     assert set(build_loss(load_config().model)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}

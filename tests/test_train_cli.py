@@ -156,18 +156,22 @@ def test_wandb_offline_run_extended_by_resume_latest_keeps_its_run_id(prepared_d
 
 
 def test_lora_sweep_runs_each_job_in_its_own_dir_and_tabulates(prepared_data, tmp_path):
-    """`train.py -m backbone.lora.r=4,8` runs two jobs (Hydra multirun), and `eval.py sweep=` lists both."""
+    """`train.py -m backbone.lora.r=0,8` runs two jobs (Hydra multirun; r=0 = towers frozen, heads only), and
+    `eval.py sweep=` lists both and plots them."""
     sweep = tmp_path / "sweep"
     run_cli([sys.executable, str(REPO / "train.py"), "-m",
-             *train_args(prepared_data, tmp_path / "out", "train.epochs=1", "backbone.lora.r=4,8",
+             *train_args(prepared_data, tmp_path / "out", "train.epochs=1", "backbone.lora.r=0,8",
                          f"hydra.sweep.dir={sweep}")])
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))
     assert len(jobs) == 2, f"expected one run dir per swept value, got {jobs}"
     for job in jobs:
         assert (job / "best.pt").is_file() and (job / ".hydra" / "overrides.yaml").is_file()
     ranks = {torch.load(j / "best.pt", weights_only=True)["config"]["backbone"]["lora"]["r"] for j in jobs}
-    assert ranks == {4, 8}
+    assert ranks == {0, 8}
+    frozen = next(j for j in jobs if torch.load(j / "best.pt", weights_only=True)["config"]["backbone"]["lora"]["r"] == 0)
+    assert not any("lora_" in k for k in torch.load(frozen / "best.pt", weights_only=True)["state"])
     run_eval(f"sweep={sweep}")
+    assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     table = (sweep / "sweep.md").read_text()
     assert table.count(str(jobs[0].name)) >= 1 and table.count(str(jobs[1].name)) >= 1
     assert "backbone.lora.r" in table

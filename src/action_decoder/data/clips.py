@@ -74,7 +74,7 @@ class ClipDataset(Dataset):
         episodes: str | os.PathLike | Sequence[Mapping[str, Any]],
         clip_len: int,
         clip_stride: int,
-        image_size: int,
+        image_size: int | Sequence[int],
         mean: Sequence[float],
         std: Sequence[float],
         tokenizer: Any,
@@ -94,7 +94,9 @@ class ClipDataset(Dataset):
             raise ValueError("the tokenizer has no pad token (build it with action_decoder.data.tokenizer.build_tokenizer)")
         self.clip_len, self.clip_stride = int(clip_len), int(clip_stride)
         self.every_frame_once = bool(every_frame_once)
-        self.image_size = int(image_size)
+        # An int is a square; (height, width) keeps the screen's aspect ratio (conf/backbone/tiny.yaml).
+        self.image_size = (int(image_size),) * 2 if isinstance(image_size, (int, np.integer)) \
+            else tuple(int(v) for v in image_size)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.reader = reader
         self.decode_threads = int(decode_threads)
@@ -199,6 +201,17 @@ class ClipDataset(Dataset):
             transcript_ids=np.asarray(flat, np.int64),
             transcript_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         )
+
+    def label_counts(self, num_classes: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Frames per class of each classification head ({"action": [num_actions], "key": ..., "modifier": ...})
+        over the clips of this dataset (a frame in two overlapping clips counts twice, as it is trained twice)."""
+        counts = {head: np.zeros(n, np.int64) for head, n in num_classes.items()}
+        for e, start in self.index:
+            ep = self.episodes[e]
+            for head, c in counts.items():
+                labels = getattr(ep, head)[start:start + self.clip_len]
+                c += np.bincount(labels[labels != IGNORE_INDEX], minlength=len(c))[: len(c)]
+        return counts
 
     # ---- Dataset API ----
 
@@ -325,7 +338,7 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         path,
         clip_len=int(data.clip_len),
         clip_stride=int(data.clip_stride),
-        image_size=int(vision.image_size),
+        image_size=vision.image_size if isinstance(vision.image_size, int) else list(vision.image_size),
         mean=list(vision.image_mean),
         std=list(vision.image_std),
         tokenizer=tokenizer,

@@ -563,3 +563,47 @@ def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pre
     fig.suptitle(title or "timeline", fontsize=11)
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def sweep_series(rows: Sequence[dict], x: str = "backbone.lora.r", lines: str = "backbone.lora.alpha",
+                 metric: str = "action_macro_f1") -> dict[str, list[tuple[float, float]]]:
+    """{value of override `lines`: [(x, mean metric over the runs at that x), ...] sorted by x} from
+    `sweep_table` rows (`metric` at each run's best validation epoch). A run without the `lines`
+    override joins every line: e.g. r = 0 has no adapters, so no alpha, and is every alpha's r = 0."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    shared: list[tuple[float, float]] = []
+    for row in rows:
+        value, xv = row.get(metric), row["overrides"].get(x)
+        if value is None or xv is None:
+            continue
+        target = points.setdefault(str(row["overrides"][lines]), []) if lines in row["overrides"] else shared
+        target.append((float(xv), float(value)))
+    if not points and not shared:
+        raise ValueError(f"no run of the sweep has both the override {x} and a validation {metric}")
+    series = {}
+    for label, pts in (points or {"": []}).items():
+        pts = pts + shared
+        series[label] = [(xv, float(np.mean([v for px, v in pts if px == xv]))) for xv in sorted({p[0] for p in pts})]
+    return dict(sorted(series.items(), key=lambda kv: _num_or_str(kv[0])))
+
+
+def _num_or_str(v: str) -> tuple:
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def plot_sweep(rows: Sequence[dict], out_png: str | os.PathLike, x: str = "backbone.lora.r",
+               lines: str = "backbone.lora.alpha", metric: str = "action_macro_f1") -> Path:
+    """Held-out (validation) `metric` against the override `x`, one line per value of `lines` (`sweep_series`)."""
+    series = sweep_series(rows, x, lines, metric)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, pts in series.items():
+        ax.plot(*zip(*pts), marker="o", label=f"{lines}={label}" if label else None)
+    _finish_axis(ax, x, f"val {metric} (best epoch)", f"Sweep: {metric} vs {x}")
+    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
+    if any(series):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)

@@ -18,6 +18,7 @@ from .lora import apply_tower_lora
 from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from .original import DecoderConfig, OneVisionTaskAwareActionDecoder
 from .parallel import ParallelConfig, ParallelHeadsDecoder
+from .fingerprint import tower_fingerprint
 from .text_encoder import build_text_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,14 +34,28 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def image_hw(image_size: Any) -> tuple[int, int]:
+    """`backbone.vision.image_size` -> (height, width): an int is a square, [height, width] keeps the
+    screen's shape (a non-square patch grid; the encoder's RoPE is relative, so any grid works)."""
+    if isinstance(image_size, int):
+        return int(image_size), int(image_size)
+    size = tuple(int(v) for v in image_size)
+    if len(size) != 2:
+        raise ValueError(f"backbone.vision.image_size={list(size)}: give one int (square) or [height, width]")
+    return size  # type: ignore[return-value]
+
+
 def vision_config_from_cfg(vision_cfg: Mapping[str, Any]) -> OneVisionEncoderConfig:
     """OneVisionEncoderConfig from `backbone.vision` (its own checks name the head-size rule)."""
     fields = {k: vision_cfg[k] for k in VISION_ARCH_KEYS if vision_cfg.get(k) is not None}
+    if "image_size" in fields:
+        fields["image_size"] = list(image_hw(fields["image_size"])) if not isinstance(fields["image_size"], int) \
+            else fields["image_size"]
     try:
         config = OneVisionEncoderConfig(**fields)
     except ValueError as err:
         raise ValueError(f"backbone.vision: {err}") from None
-    if config.image_size % config.patch_size:
+    if any(side % config.patch_size for side in image_hw(config.image_size)):
         raise ValueError(
             f"backbone.vision.image_size={config.image_size} is not a multiple of patch_size={config.patch_size}: "
             "the right/bottom strip would be dropped; pick a multiple"
@@ -56,8 +71,24 @@ def build_vision_model(
     if pretrained and name:
         model = OneVisionEncoder.from_pretrained(name, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
         _check_same_sizes("backbone.vision", config, model.config, ("hidden_size", "num_hidden_layers", "patch_size"))
+        check_fingerprint("backbone.vision", vision_cfg)
         return model
     return OneVisionEncoder(config, gradient_checkpointing=gradient_checkpointing).to(dtype)
+
+
+def check_fingerprint(where: str, tower_cfg: Mapping[str, Any]) -> None:
+    """A run config records its towers' fingerprint (conf/backbone/tiny.yaml); LoRA and heads trained
+    on other towers would load without error and predict nonsense, so refuse changed towers."""
+    want = tower_cfg.get("fingerprint")
+    if not want:
+        return
+    got = tower_fingerprint(tower_cfg.get("name_or_path"))
+    if got != want:
+        raise ValueError(
+            f"{where}.name_or_path={tower_cfg.get('name_or_path')} has fingerprint {got}, but this run/checkpoint "
+            f"was trained on towers with fingerprint {want}: the towers were re-made or replaced since. "
+            "Evaluate with the towers it was trained on, or train again on these."
+        )
 
 
 def _check_same_sizes(where: str, want: Any, got: Any, keys: tuple[str, ...]) -> None:
@@ -87,14 +118,26 @@ def build_model(
     parallel = model_cfg["name"] == "parallel"
     decoder_cfg = (ParallelConfig if parallel else DecoderConfig).from_cfg(model_cfg)
     vision_config = vision_config_from_cfg(backbone["vision"])
-    per_frame = (vision_config.image_size // vision_config.patch_size) ** 2
+    height, width = image_hw(vision_config.image_size)
+    per_frame = (height // vision_config.patch_size) * (width // vision_config.patch_size)
     if decoder_cfg.visible_tokens is not None and decoder_cfg.visible_tokens > per_frame:
         raise ValueError(
-            f"model.visible_tokens={decoder_cfg.visible_tokens} but a {vision_config.image_size}px frame has only "
+            f"model.visible_tokens={decoder_cfg.visible_tokens} but a {height}x{width} frame has only "
             f"{per_frame} patches of {vision_config.patch_size}px: use at most {per_frame} (or null = all)"
         )
-    checkpointing = bool(backbone.get("gradient_checkpointing", False))
 
+    try:
+        return _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights)
+    except FileNotFoundError as err:
+        if "pretrain" not in backbone:
+            raise
+        raise FileNotFoundError(f"{err}\nThe tiny towers are made by `python scripts/pretrain_tiny_towers.py` "
+                                "(or set backbone.vision.name_or_path=null backbone.text.name_or_path=null "
+                                "for random-init towers).") from None
+
+
+def _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights):
+    checkpointing = bool(backbone.get("gradient_checkpointing", False))
     with init_empty_weights() if empty_weights else nullcontext():
         # Random-init towers are drawn from their own seed, not the global RNG: a checkpoint holds
         # only what trains, so reloading it must meet the very same frozen towers in any process.
@@ -107,6 +150,8 @@ def build_model(
             if empty_weights:
                 text_cfg["name_or_path"] = None  # sizes from the config, nothing loaded
             text = build_text_model(text_cfg, tokenizer, dtype=dtype)
+            if text_cfg.get("name_or_path"):
+                check_fingerprint("backbone.text", text_cfg)
         lora_cfg = backbone.get("lora", {"enabled": False})
         vision = apply_tower_lora(vision, lora_cfg, "vision")
         text = apply_tower_lora(text, lora_cfg, "text")

@@ -88,8 +88,9 @@ def is_lora_parameter(name: str) -> bool:
 
 
 def apply_tower_lora(tower: nn.Module, lora_cfg: Mapping[str, Any], side: str) -> nn.Module:
-    """LoRA from `backbone.lora` for one tower (`side` = "vision" | "text"); frozen if disabled."""
-    if not lora_cfg.get("enabled", True):
+    """LoRA from `backbone.lora` for one tower (`side` = "vision" | "text"); frozen if disabled or r = 0
+    (the r = 0 point of a LoRA-rank sweep: towers frozen, only the new layers train)."""
+    if not lora_cfg.get("enabled", True) or int(lora_cfg.get("r", 1)) == 0:
         for p in tower.parameters():
             p.requires_grad_(False)
         return tower

@@ -3,6 +3,10 @@
 - action / key / modifier: cross-entropy per frame, frames labelled -100 ignored. A head with no
   valid frame in the batch (e.g. no key presses) contributes an exact 0 that is still attached
   to the graph (so DDP sees a gradient for every parameter), never NaN.
+  Class balance (`model.class_balance` = beta, 0 = off): a frame of class c weighs
+  w_c = (n_c / n_max) ** -beta, n_c its frames in the training split (at least 1), and the head's loss is
+  the weighted mean sum(w_y * CE) / sum(w_y) over the batch's frames. beta = 1 is inverse frequency
+  (every class counts as much as any other), 0.5 its square root (a milder push towards rare classes).
 - click: cross-entropy over the frame's visible tokens, only on frames with a click target.
   Target = the visible token whose centre is nearest to the click (click_sigma = 0), or a
   Gaussian over all visible tokens, exp(-d^2 / 2 sigma^2) normalised, with d the distance from
@@ -31,12 +35,30 @@ LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
 LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): 4.2 M, 27 rows at Qwen's vocabulary (~70 MB in flight)
 
 
+CLASS_HEADS = ("action", "key", "modifier")  # heads `model.class_balance` reweights
+
+
+def class_balance_weights(counts: Any, beta: float) -> torch.Tensor:
+    """(n_c / n_max) ** -beta per class; a class absent from the counts weighs as one frame."""
+    n = torch.as_tensor(counts, dtype=torch.float32).clamp(min=1.0)
+    return (n / n.max()).pow(-float(beta))
+
+
 class ActionLoss(nn.Module):
-    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0, recompute_logits: bool = True) -> None:
+    def __init__(self, weights: Mapping[str, float], click_sigma: float = 0.0, class_balance: float = 0.0,
+                 class_counts: Mapping[str, Any] | None = None, recompute_logits: bool = True) -> None:
         """recompute_logits: transcript logits a chunk at a time, remade in backward (False under ZeRO-3, whose
         partitioned LM head cannot be re-gathered inside torch's checkpoint recompute; logits stay target rows only)."""
         super().__init__()
         self.logits_per_chunk = LOGITS_PER_CHUNK if recompute_logits else None
+        super().__init__()
+        if class_balance < 0:
+            raise ValueError(f"model.class_balance={class_balance} must be >= 0 (0 = plain cross-entropy)")
+        if class_balance > 0 and class_counts is None:
+            raise ValueError("model.class_balance > 0 needs the training split's class counts (ClipDataset.label_counts)")
+        # Per-class weights of each head (moved to the logits' device when used); empty when the knob is off.
+        self.class_weights = {head: class_balance_weights(class_counts[head], class_balance)
+                              for head in (CLASS_HEADS if class_balance > 0 else ())}
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         if unknown:
             raise ValueError(f"model.loss_weights has unknown entries {unknown}; known: {list(LOSS_NAMES)}")
@@ -46,10 +68,11 @@ class ActionLoss(nn.Module):
         self.click_sigma = float(click_sigma)
 
     def forward(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        w = {head: self._weight(head, outputs.action_logits.device) for head in CLASS_HEADS}
         losses = {
-            "action": masked_cross_entropy(outputs.action_logits, batch["action"]),
-            "key": masked_cross_entropy(outputs.key_logits, batch["key"]),
-            "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"]),
+            "action": masked_cross_entropy(outputs.action_logits, batch["action"], w["action"]),
+            "key": masked_cross_entropy(outputs.key_logits, batch["key"], w["key"]),
+            "modifier": masked_cross_entropy(outputs.modifier_logits, batch["modifier"], w["modifier"]),
             "click": self.click_loss(outputs.click_logits, outputs.token_xy, batch["click_xy"], batch["click_mask"]),
         }
         total = sum(self.weights[name] * losses[name] for name in LOSS_NAMES if name in losses)
@@ -62,6 +85,10 @@ class ActionLoss(nn.Module):
                 total = total + outputs.transcript_hidden.sum() * 0.0
         losses["total"] = total
         return losses
+
+    def _weight(self, head: str, device: torch.device) -> torch.Tensor | None:
+        weight = self.class_weights.get(head)
+        return None if weight is None else weight.to(device)
 
     def click_loss(
         self, click_logits: torch.Tensor, token_xy: torch.Tensor, click_xy: torch.Tensor, click_mask: torch.Tensor
@@ -78,12 +105,13 @@ class ActionLoss(nn.Module):
         return F.cross_entropy(logits, dist2.argmin(dim=-1))
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CE over frames whose target is not -100; 0 (attached to the graph) when there are none."""
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CE over frames whose target is not -100 (weighted mean with per-class `weight`); 0 (attached to
+    the graph) when there are none."""
     valid = target != IGNORE_INDEX
     if not valid.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid].float(), target[valid])
+    return F.cross_entropy(logits[valid].float(), target[valid], weight=weight)
 
 
 def transcript_loss(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
@@ -112,6 +140,10 @@ def _cross_entropy_sum(head, hidden: torch.Tensor, targets: torch.Tensor) -> tor
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def build_loss(model_cfg: Mapping[str, Any]) -> ActionLoss:
-    """`ActionLoss` from `cfg.model` (loss_weights, click_sigma)."""
-    return ActionLoss(dict(model_cfg["loss_weights"]), float(model_cfg.get("click_sigma", 0.0)))
+def build_loss(model_cfg: Mapping[str, Any], loss_weights: Mapping[str, float] | None = None,
+               class_counts: Mapping[str, Any] | None = None, recompute_logits: bool = True) -> ActionLoss:
+    """`ActionLoss` from `cfg.model` (loss_weights, or a curriculum stage's; click_sigma; class_balance with
+    the training split's `class_counts`)."""
+    weights = dict(model_cfg["loss_weights"] if loss_weights is None else loss_weights)
+    return ActionLoss(weights, float(model_cfg.get("click_sigma", 0.0)), float(model_cfg.get("class_balance", 0.0) or 0.0),
+                      class_counts, recompute_logits)

@@ -454,19 +454,25 @@ class OneVisionEncoder(nn.Module):
         315 M parameters). `config_overrides` (e.g. attn_implementation="eager") replace config fields.
         """
         folder_files = _resolve_checkpoint_files(name_or_path, revision=revision, cache_dir=cache_dir)
-        cfg_dict = json.loads(Path(folder_files["config"]).read_text(encoding="utf-8"))
+        try:
+            cfg_dict = json.loads(Path(folder_files["config"]).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{folder_files['config']}: not a valid config.json ({e})") from None
         cfg_dict.update(config_overrides)
         config = OneVisionEncoderConfig.from_dict(cfg_dict)
 
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         # One tensor at a time, cast as it is read: the model in `dtype` is the only full copy in memory.
         state: dict[str, torch.Tensor] = {}
         for f in folder_files["weights"]:
-            with safe_open(str(f), framework="pt", device=str(device)) as shard:
-                for k in shard.keys():
-                    v = shard.get_tensor(k)
-                    state[k] = v.to(dtype) if v.is_floating_point() else v
+            try:
+                with safe_open(str(f), framework="pt", device=str(device)) as shard:
+                    for k in shard.keys():
+                        v = shard.get_tensor(k)
+                        state[k] = v.to(dtype) if v.is_floating_point() else v
+            except (SafetensorError, OSError) as e:  # truncated / corrupted file, or not safetensors at all
+                raise ValueError(f"{f}: cannot read the encoder weights ({e}); re-download or re-make it") from None
 
         with torch.device("meta"):
             model = cls(config, gradient_checkpointing=gradient_checkpointing)

@@ -74,13 +74,15 @@ def load_qwen3(
 ) -> Qwen3ForCausalLM:
     """`Qwen3ForCausalLM.from_pretrained` from a hub id or a local folder, with a clear error offline."""
     name = str(name_or_path)
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+    # A folder path (a hub id is exactly "owner/name"): name the missing folder instead of asking the hub.
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"backbone.text.name_or_path={name}: no config.json in that folder (expected a "
                 "save_pretrained folder or a hub snapshot of Qwen/Qwen3-4B)"
             )
+        _check_readable_weights(path)
         name = str(path)
     try:
         model = Qwen3ForCausalLM.from_pretrained(name, dtype=dtype)
@@ -96,6 +98,23 @@ def load_qwen3(
     if not isinstance(model, Qwen3ForCausalLM):  # pragma: no cover - from_pretrained of the class
         raise TypeError(f"{name}: expected a Qwen3ForCausalLM checkpoint, got {type(model).__name__}")
     return model
+
+
+def _check_readable_weights(folder: Path) -> None:
+    """Name the file when a local checkpoint's weights are missing or corrupted (transformers' own
+    errors do not always say which file)."""
+    from safetensors import SafetensorError, safe_open
+
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards and not any(folder.glob("*.bin")):
+        raise FileNotFoundError(f"{folder}: no model.safetensors (or shards) next to config.json")
+    for f in shards:
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for key in sf.keys():
+                    sf.get_slice(key)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{f}: cannot read the Qwen3 weights ({e}); re-download or re-make it") from None
 
 
 def build_text_model(

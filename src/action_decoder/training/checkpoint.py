@@ -26,7 +26,7 @@ FORMAT_VERSION = 2
 # into a model built with the same values.
 ARCH_KEYS = ("backbone", "model", "labels")
 # Keys inside those sections that do not change shapes (training-time knobs).
-NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
+NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "class_balance", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
                    "tokenizer_cache", "max_text_tokens")
 
 

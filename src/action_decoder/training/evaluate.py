@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from action_decoder.data.clips import build_clip_dataset
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
-from action_decoder.models.losses import ActionLoss
+from action_decoder.models.losses import build_loss
 from action_decoder.training.checkpoint import load_checkpoint
 from action_decoder.training.curriculum import build_stages
-from action_decoder.training.loop import validate
+from action_decoder.training.loop import class_counts, validate
 
 
 def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
@@ -44,7 +44,9 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
                       f"{untrained} was 0: those heads never trained and their scores are not the model's",
                       UntrainedHeadWarning, stacklevel=2)
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
-    loss_fn = ActionLoss(stage.loss_weights, cfg.model.click_sigma)
+    # The loss as in training (class weights from the training split when model.class_balance is on).
+    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.model.get("class_balance") else None
+    loss_fn = build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set))
 
     def run():
         return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)

@@ -28,7 +28,7 @@ from action_decoder.evaluation.events import EpisodeFrames
 from action_decoder.evaluation.metrics import ActionMetrics
 from action_decoder.models.losses import IGNORE_INDEX
 from action_decoder.models.build import build_model
-from action_decoder.models.losses import ActionLoss
+from action_decoder.models.losses import ActionLoss, build_loss
 from action_decoder.training import checkpoint as ckpt
 from action_decoder.training.curriculum import build_stages, stage_at
 from action_decoder.training.loggers import MetricsLogger
@@ -169,9 +169,10 @@ def make_optimizer(model, accelerator, tc: DictConfig) -> torch.optim.Optimizer:
     return optimizer
 
 
-def make_loss(stage, cfg: DictConfig, accelerator) -> ActionLoss:
+def make_loss(stage, cfg: DictConfig, accelerator, train_set) -> ActionLoss:
     # Under ZeRO-3 the LM head is partitioned outside its forward: no checkpointed recompute of transcript logits.
-    return ActionLoss(stage.loss_weights, cfg.model.click_sigma, recompute_logits=not ckpt.is_zero3(accelerator))
+    return build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set),
+                      recompute_logits=not ckpt.is_zero3(accelerator))
 
 
 def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | None = None) -> Path:
@@ -266,7 +267,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
         if epoch != state.epoch:
             state.start_epoch(epoch)
         state.stage = stage.name
-        loss_fn = make_loss(stage, cfg, accelerator)
+        loss_fn = make_loss(stage, cfg, accelerator, datasets[stage.name])
         skip = state.step_in_epoch
         loader = make_loader(datasets[stage.name], cfg, stage.data, pad_id, epoch, accelerator, train=True,
                              skip_batches=skip)
@@ -395,6 +396,13 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     accelerator.print(f"done: best val {tc.best_metric}={state.best_value:.3f} at epoch {state.best_epoch}; "
                       f"run dir {run_dir}")
     return _cleanup(accelerator, run_dir)
+
+
+def class_counts(cfg, train_set) -> dict | None:
+    """Frames per class of the training clips, for `model.class_balance` (None when it is off)."""
+    if not cfg.model.get("class_balance"):
+        return None
+    return train_set.label_counts({h: len(cfg.labels[f"{h}s"]) for h in ("action", "key", "modifier")})
 
 
 @torch.no_grad()
