@@ -206,7 +206,7 @@ class ClipDataset(Dataset):
         """Frames per class of each classification head ({"action": [num_actions], "key": ..., "modifier": ...})
         over the clips of this dataset (a frame in two overlapping clips counts twice, as it is trained twice)."""
         counts = {head: np.zeros(n, np.int64) for head, n in num_classes.items()}
-        for e, start in self.index:
+        for e, start, *_ in self.index:
             ep = self.episodes[e]
             for head, c in counts.items():
                 labels = getattr(ep, head)[start:start + self.clip_len]
