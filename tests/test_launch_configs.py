@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import (REPO, only_run_dir, read_metrics, run_cli, run_dirs, run_eval, step_losses, subprocess_env,
                             train_args, trainer_state)
+from tests.test_resume import sigterm_when
 
 pytestmark = pytest.mark.slow
 
@@ -44,29 +43,9 @@ def launch(config: str, *overrides: str, check: bool = True, timeout: float = 60
     return run_cli(launch_cmd(config, *overrides), env=launch_env(config), check=check, timeout=timeout)
 
 
-def stop_launcher(config: str, overrides: list[str], output_root: Path, when,
-                  timeout: float = 400) -> tuple[Path, str, int]:
-    """Start `accelerate launch`, send SIGTERM to the launcher (as SLURM does) once metrics.jsonl has a record
-    matching `when`; return (run dir, output, the launcher's exit code)."""
-    log = output_root / "launch.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(launch_cmd(config, *overrides), cwd=REPO, env=launch_env(config), stdout=sink,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            dirs = [d for d in run_dirs(output_root) if (d / "metrics.jsonl").is_file()]
-            if dirs and any(when(json.loads(line)) for line in (dirs[0] / "metrics.jsonl").read_text().splitlines()
-                            if line.endswith("}")):
-                proc.send_signal(signal.SIGTERM)
-                break
-            assert proc.poll() is None, f"run ended before the stop point:\n{log.read_text()[-4000:]}"
-            time.sleep(0.02)
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return dirs[0], log.read_text(), proc.returncode
+def stop_launcher(config: str, overrides: list[str], output_root: Path, when) -> tuple[Path, str, int]:
+    """SIGTERM to `accelerate launch` itself (as SLURM does) once metrics.jsonl has a record matching `when`."""
+    return sigterm_when(launch_cmd(config, *overrides), output_root, when, env=launch_env(config))
 
 
 def assert_stopped_cleanly(out: str, code: int) -> None:

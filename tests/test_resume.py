@@ -21,9 +21,9 @@ from tests.conftest import (REPO, read_metrics, run_cli, run_dirs, run_train, st
 pytestmark = pytest.mark.slow
 
 
-def stop_with_sigterm(cmd: list[str], output_root: Path, when: Callable[[dict], bool],
-                      env: dict | None = None, timeout: float = 240) -> tuple[Path, str]:
-    """Start `cmd`, send SIGTERM once metrics.jsonl has a record matching `when`; return (run dir, its output)."""
+def sigterm_when(cmd: list[str], output_root: Path, when: Callable[[dict], bool], env: dict | None = None,
+                 timeout: float = 400) -> tuple[Path, str, int]:
+    """Start `cmd`, send it SIGTERM once metrics.jsonl has a record matching `when`; (run dir, output, exit code)."""
     log = output_root / "stopped_run.log"  # a file, not a pipe: nothing blocks while we poll
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env or subprocess_env(), stdout=sink, stderr=subprocess.STDOUT)
@@ -42,10 +42,15 @@ def stop_with_sigterm(cmd: list[str], output_root: Path, when: Callable[[dict], 
     finally:
         if proc.poll() is None:
             proc.kill()
-    out = log.read_text()
-    assert proc.returncode == 0, out[-4000:]
+    return dirs[0], log.read_text(), proc.returncode
+
+
+def stop_with_sigterm(cmd: list[str], output_root: Path, when: Callable[[dict], bool]) -> tuple[Path, str]:
+    """`python train.py` stopped by SIGTERM: it saves and exits 0; (run dir, output)."""
+    run, out, code = sigterm_when(cmd, output_root, when)
+    assert code == 0, out[-4000:]
     assert "stop requested: saved resume state" in out
-    return dirs[0], out
+    return run, out
 
 
 @pytest.fixture(scope="module")
