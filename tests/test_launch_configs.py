@@ -79,8 +79,8 @@ def zero3_parallel_uninterrupted(prepared_data, tmp_path_factory):
     return only_run_dir(out)
 
 
-@pytest.mark.parametrize("config,model", [("deepspeed_zero2", "original"), ("deepspeed_zero2", "parallel"),
-                                          ("deepspeed_zero3", "original")])
+# ZeRO-2 `original` in fp32 is tests/test_distributed.py (same losses as DDP); here bf16 with the other model.
+@pytest.mark.parametrize("config,model", [("deepspeed_zero2", "parallel"), ("deepspeed_zero3", "original")])
 def test_deepspeed_bf16_stops_resumes_and_evaluates(config, model, prepared_data, tmp_path):
     args = train_args(prepared_data, tmp_path, *ARGS, *(PARALLEL if model == "parallel" else []))
     run, out, code = stop_launcher(config, args, tmp_path, lambda r: r["split"] == "train")
