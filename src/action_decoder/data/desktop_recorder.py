@@ -31,12 +31,14 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from action_decoder.data.synthetic import config_from_node
 
 SYSTEM_TOOLS = ("Xvfb", "xdotool", "ffmpeg", "xterm", "xcalc", "xwininfo")
 TASKS = ("type_command", "calculator", "double_click_word", "right_click", "drag_select", "scroll",
@@ -75,13 +77,7 @@ class DesktopConfig:
 
     @classmethod
     def from_cfg(cls, node) -> "DesktopConfig":
-        from omegaconf import OmegaConf
-        d = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown keys in data.desktop: {extra}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_node(cls, node, "data.desktop")
 
 
 def missing_tools() -> list[str]:

@@ -62,13 +62,7 @@ class SyntheticConfig:
     @classmethod
     def from_cfg(cls, node) -> "SyntheticConfig":
         """Build from an OmegaConf node or dict (e.g. `cfg.data.synthetic`)."""
-        from omegaconf import OmegaConf
-        d = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown keys in data.synthetic: {extra}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_node(cls, node, "data.synthetic")
 
     def resolved_workers(self) -> int:
         if self.workers:
@@ -326,3 +320,14 @@ def stale_recordings(out_root: str | Path, num_recordings: int) -> list[Path]:
 
 __all__ = ["SyntheticConfig", "Plan", "plan_recording", "write_recording", "generate_recording",
            "generate_recordings", "render_frames", "recording_id", "stale_recordings", "TASKS", "VARIANTS"]
+
+
+def config_from_node(cls, node, where: str):
+    """A config dataclass from an OmegaConf node or dict; a key it does not know is an error naming `where`."""
+    from omegaconf import OmegaConf
+    d = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    known = {f.name for f in fields(cls)}
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ValueError(f"unknown keys in {where}: {extra}; known: {sorted(known)}")
+    return cls(**d)
