@@ -1,4 +1,4 @@
-"""model.class_balance: class-balanced cross-entropy for the action/key/modifier heads, with the class
+"""model.class_balance: class-balanced cross-entropy for the action and key heads, with the class
 counts of the training clips."""
 from __future__ import annotations
 
@@ -50,6 +50,16 @@ def test_the_knob_reweights_the_action_loss_towards_rare_classes():
     w = torch.tensor([1.0, 1.0, 1.0, 1.0, 9.0])
     assert torch.allclose(balanced, (w * ce).sum() / w.sum())  # weighted mean sum(w_y CE) / sum(w_y)
     assert balanced > 2 * plain  # the rare frame's mistake now dominates
+
+
+def test_the_modifier_head_is_not_reweighted():
+    logits = torch.tensor([[[0.0, 2.0]] * 3 + [[2.0, 0.0]]])
+    batch = {**_batch([0, 0, 0, 0]), "modifier": torch.tensor([[0, 0, 0, 1]])}
+    outputs = Outputs(**{**_outputs(torch.zeros(1, 4, 3)).__dict__, "modifier_logits": logits})
+    counts = {**COUNTS, "modifier": np.array([100, 1])}
+    plain = build_loss({**MODEL, "class_balance": 0.0})(outputs, batch)["modifier"]
+    balanced = build_loss({**MODEL, "class_balance": 1.0}, class_counts=counts)(outputs, batch)["modifier"]
+    assert torch.equal(plain, balanced)
 
 
 def test_balance_without_counts_or_negative_is_refused():

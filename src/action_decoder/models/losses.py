@@ -3,7 +3,7 @@
 - action / key / modifier: cross-entropy per frame, frames labelled -100 ignored. A head with no
   valid frame in the batch (e.g. no key presses) contributes an exact 0 that is still attached
   to the graph (so DDP sees a gradient for every parameter), never NaN.
-  Class balance (`model.class_balance` = beta, 0 = off): a frame of class c weighs
+  Class balance of the action and key heads (`model.class_balance` = beta, 0 = off): a frame of class c weighs
   w_c = (n_c / n_max) ** -beta, n_c its frames in the training split (at least 1), and the head's loss is
   the weighted mean sum(w_y * CE) / sum(w_y) over the batch's frames. beta = 1 is inverse frequency
   (every class counts as much as any other), 0.5 its square root (a milder push towards rare classes).
@@ -35,7 +35,9 @@ LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
 LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): 4.2 M, 27 rows at Qwen's vocabulary (~70 MB in flight)
 
 
-CLASS_HEADS = ("action", "key", "modifier")  # heads `model.class_balance` reweights
+# Heads `model.class_balance` reweights. Not the modifier head: its rare classes (shift, alt, ...) are read
+# off the keys held, and balancing it cost 0.14 val modifier accuracy after one epoch of `smoke` for no gain.
+CLASS_HEADS = ("action", "key")
 
 
 def class_balance_weights(counts: Any, beta: float) -> torch.Tensor:
@@ -51,7 +53,6 @@ class ActionLoss(nn.Module):
         partitioned LM head cannot be re-gathered inside torch's checkpoint recompute; logits stay target rows only)."""
         super().__init__()
         self.logits_per_chunk = LOGITS_PER_CHUNK if recompute_logits else None
-        super().__init__()
         if class_balance < 0:
             raise ValueError(f"model.class_balance={class_balance} must be >= 0 (0 = plain cross-entropy)")
         if class_balance > 0 and class_counts is None:
@@ -68,7 +69,7 @@ class ActionLoss(nn.Module):
         self.click_sigma = float(click_sigma)
 
     def forward(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        w = {head: self._weight(head, outputs.action_logits.device) for head in CLASS_HEADS}
+        w = {head: self._weight(head, outputs.action_logits.device) for head in ("action", "key", "modifier")}
         losses = {
             "action": masked_cross_entropy(outputs.action_logits, batch["action"], w["action"]),
             "key": masked_cross_entropy(outputs.key_logits, batch["key"], w["key"]),
