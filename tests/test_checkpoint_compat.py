@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from action_decoder.models.losses import transcript_loss
+from action_decoder.training.checkpoint import FORMAT_VERSION
 from action_decoder.training.evaluate import load_model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_v1"
@@ -17,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_v1"
 def test_format_1_checkpoint_loads_strictly_and_scores_the_same():
     assert torch.load(FIXTURES / "parallel_best.pt", weights_only=True)["format_version"] == 1
     model, _, _, ckpt = load_model_from_checkpoint(FIXTURES / "parallel_best.pt")  # strict: raises on any key
-    assert ckpt["format_version"] == 2
+    assert ckpt["format_version"] == FORMAT_VERSION
     expected = torch.load(FIXTURES / "parallel_expected.pt", weights_only=True)
     model.eval()
     with torch.no_grad():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from action_decoder.models.losses import IGNORE_INDEX, build_loss, class_balance_weights
+from action_decoder.data.vocab import IGNORE_INDEX
+from action_decoder.models.losses import build_loss, class_balance_weights
 from action_decoder.models.outputs import Outputs
 
 

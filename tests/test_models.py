@@ -128,11 +128,11 @@ def test_strict_load_names_missing_and_unexpected_keys(tokenizer):
     assert dropped in sd
     del sd[dropped]
     sd["click_head.extra.weight"] = torch.zeros(3)
-    sd["action_head.weight"] = torch.zeros(5, 5)
+    sd["heads.action.weight"] = torch.zeros(5, 5)
     with pytest.raises(KeyError) as err:
         model.load_trainable_state_dict(sd)
     message = str(err.value)
-    assert dropped in message and "click_head.extra.weight" in message and "action_head.weight" in message
+    assert dropped in message and "click_head.extra.weight" in message and "heads.action.weight" in message
 
 
 @pytest.mark.parametrize("clip_encoding", ["video", "frames"])
@@ -265,7 +265,7 @@ def test_towers_are_the_same_in_every_build(tokenizer):
     frozen = lambda m: {n: p for n, p in m.named_parameters() if not m.is_trainable_name(n)}  # noqa: E731
     fa, fb = frozen(a), frozen(b)
     assert fa.keys() == fb.keys() and all(torch.equal(fa[n], fb[n]) for n in fa)
-    assert not torch.equal(a.action_head.weight, b.action_head.weight)
+    assert not torch.equal(a.heads.action.weight, b.heads.action.weight)
 
 
 def test_bf16_text_tower_is_created_in_bf16_with_the_fp32_draws(tokenizer):

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .outputs import Outputs
+from action_decoder.data.vocab import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # label of a frame where a head does not apply (data/README.md §3)
+from .outputs import Outputs
 LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
 LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): 4.2 M, 27 rows at Qwen's vocabulary (~70 MB in flight)
 

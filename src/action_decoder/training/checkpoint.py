@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Config sections whose values change parameter shapes or label meaning: a checkpoint only loads
 # into a model built with the same values.
 ARCH_KEYS = ("backbone", "model", "labels")
@@ -61,17 +61,37 @@ def save_checkpoint(path: Path, state: dict, cfg: DictConfig, epoch: int, stage:
     os.replace(tmp, path)
 
 
-# Format 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
+# Renames of trainable weights by format, the ONE map from every older format to the current names.
+# 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
 V1_RENAMES = {"pool_query": "pool_query.weight", "null_prompt": "null_prompt.weight", "lm_query": "lm_query.weight",
               "transcript_logit_scale": "transcript_logit_scale.weight"}
 V1_RESHAPES = {"transcript_logit_scale.weight": (1,)}  # was 0-dim: DeepSpeed's bf16 broadcast of those fails on gloo
+# 2 -> 3: the decoder became one composed model (models/decoder.py); its parts' weights moved under
+# trunk. / heads. / transcript. (name prefixes; the towers and the encoder-side projections kept theirs).
+V2_PREFIXES = {
+    "pool_query.": "trunk.pool.query.", "pool_attn.": "trunk.pool.attn.",
+    "motion_prev.": "trunk.motion.prev.", "motion_next.": "trunk.motion.next.", "motion_out.": "trunk.motion.out.",
+    "time_embed.": "trunk.time_embed.", "null_prompt.": "trunk.null_prompt.", "layers.": "trunk.layers.",
+    "norm.": "trunk.norm.",
+    "action_head.": "heads.action.", "key_head.": "heads.key.", "modifier_head.": "heads.modifier.",
+    "actor_query.": "heads.click.query.", "click_key.": "heads.click.key.",
+    "lm_query.": "transcript.query.", "lm_pool.": "transcript.pool.", "lm_visual_proj.": "transcript.visual_proj.",
+    "transcript_logit_scale.": "transcript.logit_scale.",
+}
+
+
+def _v2_name(name: str) -> str:
+    old = next((p for p in V2_PREFIXES if name.startswith(p)), None)
+    return name if old is None else V2_PREFIXES[old] + name[len(old):]
 
 
 def upgrade_state(state: dict, version: int) -> dict:
     """A trainable state dict of an older format, in the current one's names and shapes."""
-    if version == 1:
+    if version <= 1:
         state = {V1_RENAMES.get(k, k): v for k, v in state.items()}
         state = {k: v.reshape(V1_RESHAPES[k]) if k in V1_RESHAPES else v for k, v in state.items()}
+    if version <= 2:
+        state = {_v2_name(k): v for k, v in state.items()}
     return state
 
 
@@ -81,7 +101,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     version = ckpt.get("format_version")
-    if version not in (1, FORMAT_VERSION):
+    if version not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"{path}: format_version {version} is not one this code reads (1..{FORMAT_VERSION})")
     ckpt["state"] = upgrade_state(ckpt["state"], version)
     ckpt["format_version"] = FORMAT_VERSION
