@@ -67,7 +67,7 @@ def test_forward_backward_trains_exactly_lora_and_new_layers(tokenizer):
     assert out.key_logits.shape == (B, T, len(labels["keys"]))
     assert out.modifier_logits.shape == (B, T, len(labels.modifiers))
     assert out.click_logits.shape == (B, T, 16) and out.token_xy.shape == (B, T, 16, 2)
-    losses = build_loss(make_cfg().model)(out, batch)
+    losses = build_loss(make_cfg().loss)(out, batch)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
 
@@ -96,7 +96,7 @@ def test_forward_backward_trains_exactly_lora_and_new_layers(tokenizer):
 
 def _train_one_step(model, batch, tokenizer):
     opt = torch.optim.SGD([p for g in model.parameter_groups().values() for p in g], lr=0.5)
-    build_loss(make_cfg().model)(model(batch), batch)["total"].backward()
+    build_loss(make_cfg().loss)(model(batch), batch)["total"].backward()
     opt.step()
 
 
@@ -154,7 +154,7 @@ def test_sparse_visible_tokens_end_to_end(tokenizer, clip_encoding):
         assert (features.visible_indices[:, t] == h * 4 + w).any(dim=-1).all()
     out = model.decode(features)
     assert out.click_logits.shape == (B, T, k)
-    losses = build_loss(make_cfg().model)(out, batch)
+    losses = build_loss(make_cfg().loss)(out, batch)
     assert torch.isfinite(losses["total"])
     losses["total"].backward()
     assert all(p.grad is not None for p in model.parameter_groups()["lora"])
@@ -248,7 +248,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer):
     grads = []
     for ckpt in (False, True):
         model = make_model(tokenizer, *no_dropout, f"backbone.gradient_checkpointing={ckpt}")
-        loss = build_loss(make_cfg().model)(model(batch), batch)["total"]
+        loss = build_loss(make_cfg().loss)(model(batch), batch)["total"]
         loss.backward()
         grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     assert getattr(model.text, "is_activation_checkpointing", None) or model.text.is_gradient_checkpointing
@@ -391,7 +391,7 @@ def test_loss_decreases_when_training_the_tiny_model(tokenizer):
     """The wiring learns: a few steps on one batch lower every supervised loss."""
     model = make_model(tokenizer, "backbone.lora.dropout=0", "model.dropout=0")
     batch = make_batch(tokenizer)
-    loss_fn = build_loss(make_cfg().model)
+    loss_fn = build_loss(make_cfg().loss)
     opt = torch.optim.AdamW([p for g in model.parameter_groups().values() for p in g], lr=3e-3)
     first = None
     for _ in range(8):

@@ -74,7 +74,7 @@ def make_batch(tokenizer, texts=TEXTS, seed: int = 0) -> dict[str, torch.Tensor]
 def train_steps(model, batch, cfg, steps: int, lr: float = 1e-2) -> list[float]:
     """Adam on every trainable parameter; returns the transcript loss before each step."""
     opt = torch.optim.Adam([p for g in model.parameter_groups().values() for p in g], lr=lr)
-    loss_fn = build_loss(cfg.model)
+    loss_fn = build_loss(cfg.loss)
     model.train()
     history = []
     for _ in range(steps):
@@ -93,7 +93,7 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
     out = model(batch)
     assert out.action_logits.shape[:2] == (B, T) and out.click_logits.shape == (B, T, 16)
     assert out.transcript_logits.shape == (B, T, S + 1, len(tokenizer))
-    losses = build_loss(make_cfg().model)(out, batch)
+    losses = build_loss(make_cfg().loss)(out, batch)
     assert set(losses) == {"action", "key", "modifier", "click", "transcript", "total"}
     losses["total"].backward()
     trainable = model.trainable_state_dict()
@@ -112,7 +112,7 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
 def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
     model = make_model(tokenizer).eval()
     batch = make_batch(tokenizer)
-    loss_fn = build_loss(make_cfg().model)
+    loss_fn = build_loss(make_cfg().loss)
     with torch.no_grad():
         out = model(batch)
     eof = tokenizer.eof_token_id
@@ -229,7 +229,7 @@ def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
     model = build_model(load_config(original), tokenizer)
     out = model(make_batch(tokenizer))
     assert out.transcript_logits is None
-    assert set(build_loss(load_config().model)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
+    assert set(build_loss(load_config().loss)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
 
 
 def test_short_training_learns_the_narration(tokenizer):

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from action_decoder.config import upgrade_config
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
 
@@ -25,9 +26,10 @@ FORMAT_VERSION = 3
 # Config sections whose values change parameter shapes or label meaning: a checkpoint only loads
 # into a model built with the same values.
 ARCH_KEYS = ("backbone", "model", "labels")
-# Keys inside those sections that do not change shapes (training-time knobs).
-NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "class_balance", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
-                   "tokenizer_cache", "max_text_tokens")
+# Keys inside those sections that change neither shapes nor label meaning: regularisation, memory and loading
+# knobs, and the transcript's generation settings.
+NON_ARCH_LEAVES = ("dropout", "lora.dropout", "pretrained", "gradient_checkpointing", "tokenizer_cache",
+                   "max_text_tokens", "eof_threshold")
 
 
 def is_zero3(accelerator) -> bool:
@@ -104,6 +106,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if version not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"{path}: format_version {version} is not one this code reads (1..{FORMAT_VERSION})")
     ckpt["state"] = upgrade_state(ckpt["state"], version)
+    ckpt["config"] = upgrade_config(ckpt["config"])
     ckpt["format_version"] = FORMAT_VERSION
     return ckpt
 
@@ -122,6 +125,7 @@ def _flatten(d, prefix=""):
 def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
     """Architecture keys whose values differ between a checkpoint's config and `cfg`."""
     now = OmegaConf.to_container(cfg, resolve=True)
+    saved = upgrade_config(saved)
     bad = []
     for section in ARCH_KEYS:
         a, b = _flatten(saved.get(section, {}), section + "."), _flatten(now.get(section, {}), section + ".")

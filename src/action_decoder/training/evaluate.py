@@ -46,9 +46,9 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
                       f"{untrained} was 0: those heads never trained and their scores are not the model's",
                       UntrainedHeadWarning, stacklevel=2)
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
-    # The loss as in training (class weights from the training split when model.class_balance is on).
-    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.model.get("class_balance") else None
-    loss_fn = build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set))
+    # The loss as in training (class weights from the training split when loss.class_balance is on).
+    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.loss.get("class_balance") else None
+    loss_fn = build_loss(cfg.loss, stage.loss_weights, class_counts(cfg, train_set))
 
     def run():
         return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)

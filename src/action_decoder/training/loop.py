@@ -171,7 +171,7 @@ def make_optimizer(model, accelerator, tc: DictConfig) -> torch.optim.Optimizer:
 
 def make_loss(stage, cfg: DictConfig, accelerator, train_set) -> ActionLoss:
     # Under ZeRO-3 the LM head is partitioned outside its forward: no checkpointed recompute of transcript logits.
-    return build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set),
+    return build_loss(cfg.loss, stage.loss_weights, class_counts(cfg, train_set),
                       recompute_logits=not ckpt.is_zero3(accelerator))
 
 
@@ -399,8 +399,8 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
 
 
 def class_counts(cfg, train_set) -> dict | None:
-    """Frames per class of the training clips, for `model.class_balance` (None when it is off)."""
-    if not cfg.model.get("class_balance"):
+    """Frames per class of the training clips, for `loss.class_balance` (None when it is off)."""
+    if not cfg.loss.get("class_balance"):
         return None
     return train_set.label_counts({h: len(cfg.labels[f"{h}s"]) for h in ("action", "key", "modifier")})
 
