@@ -5,26 +5,22 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def _latest_run(output_root: str, experiment: str) -> Path:
-    runs = sorted((Path(output_root) / experiment).glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no run with metrics.jsonl under {output_root}/{experiment}/; train one first "
-                                f"(python train.py experiment={experiment})")
-    return runs[-1].parent
-
-
 def _checkpoint(cfg: DictConfig) -> Path:
-    """checkpoint=<path>, or best.pt of the newest run of `experiment` for `latest` (and for a bare eof sweep)."""
+    """checkpoint=<path>, or best.pt of the latest run of `experiment` for `latest` (and for a bare eof sweep)."""
+    from action_decoder.training.run_dir import find_latest_run
+
     if cfg.checkpoint in (None, "latest"):
-        return _latest_run(cfg.output_root, cfg.experiment) / "best.pt"
+        return find_latest_run(cfg.output_root, cfg.experiment, needs="best.pt") / "best.pt"
     return Path(cfg.checkpoint)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from action_decoder.evaluation.events import EVENT_TYPES
-    from action_decoder.evaluation.plots import (plot_accuracy, plot_confusion, plot_loss, plot_sweep, read_metrics,
-                                                 sweep_table, write_sweep_table)
+    from action_decoder.evaluation.metrics_log import METRICS_FILE, read_metrics
+    from action_decoder.evaluation.plots import plot_accuracy, plot_confusion, plot_loss, plot_sweep
+    from action_decoder.evaluation.sweeps import find_run_dirs, sweep_table, write_sweep_table
+    from action_decoder.training.run_dir import find_latest_run
 
     if not (cfg.checkpoint or cfg.run or cfg.sweep or cfg.eof_thresholds):
         raise SystemExit("eval.py: give checkpoint=<path>|latest, run=<run_dir>|latest, sweep=<dir> or "
@@ -65,13 +61,14 @@ def main(cfg: DictConfig) -> None:
             print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
         print(f"-> {out_dir}/eof_threshold.json, eof_threshold.png")
     if cfg.run:
-        run = _latest_run(cfg.output_root, cfg.experiment) if cfg.run == "latest" else Path(cfg.run)
-        records = read_metrics(run / "metrics.jsonl")
+        run = find_latest_run(cfg.output_root, cfg.experiment, needs=METRICS_FILE) if cfg.run == "latest" \
+            else Path(cfg.run)
+        records = read_metrics(run)
         plot_accuracy(records, run / "accuracy.png")
         plot_loss(records, run / "loss.png")
         print(f"-> {run}/accuracy.png, {run}/loss.png")
     if cfg.sweep:
-        rows = sweep_table(sorted(p.parent for p in Path(cfg.sweep).glob("**/metrics.jsonl")))
+        rows = sweep_table(find_run_dirs(cfg.sweep))
         write_sweep_table(rows, Path(cfg.sweep) / "sweep.md")
         print((Path(cfg.sweep) / "sweep.md").read_text())
         if any(cfg.sweep_plot.x in r["overrides"] for r in rows):

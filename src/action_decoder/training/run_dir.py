@@ -25,16 +25,16 @@ def has_resume_state(run_dir: Path) -> bool:
     return (Path(run_dir) / RESUME_DIRNAME / TRAINER_STATE).is_file()
 
 
-def find_latest_run(output_root: str | Path, experiment: str) -> Path:
-    """The run of `experiment` whose resume state was written last."""
+def find_latest_run(output_root: str | Path, experiment: str, needs: str = f"{RESUME_DIRNAME}/{TRAINER_STATE}") -> Path:
+    """`latest`, for every entry: the run of `experiment` whose file `needs` (the one the entry reads, relative
+    to the run dir: the resume state, best.pt, metrics.jsonl) was written last."""
     root = Path(output_root) / experiment
-    runs = [p.parent.parent for p in root.glob(f"*/{RESUME_DIRNAME}/{TRAINER_STATE}")]
-    if not runs:
-        raise FileNotFoundError(
-            f"resume=latest: no run with resume state under {root}/ (looked for */{RESUME_DIRNAME}/{TRAINER_STATE}). "
-            "Start a run first, or pass resume=<run_dir>."
-        )
-    return max(runs, key=lambda p: (p / RESUME_DIRNAME / TRAINER_STATE).stat().st_mtime)
+    files = list(root.glob(f"*/{needs}"))
+    if not files:
+        raise FileNotFoundError(f"latest: no run with {needs} under {root}/ (looked for {root}/*/{needs}); "
+                                f"train one first (python train.py experiment={experiment}) or name the run dir")
+    latest = max(files, key=lambda f: f.stat().st_mtime)
+    return latest.parents[len(Path(needs).parts) - 1]
 
 
 def resolve_resume_dir(resume: str | None, output_root: str | Path, experiment: str) -> Path | None:
