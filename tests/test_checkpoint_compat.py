@@ -56,3 +56,24 @@ def test_a_config_saved_with_loss_settings_under_model_is_compatible_with_todays
     assert config_mismatches(saved, cfg) == []
     saved["model"]["d_model"] += 1
     assert [m.split(":")[0] for m in config_mismatches(saved, cfg)] == ["model.d_model"]
+
+
+def test_a_resume_state_of_an_older_format_is_refused_not_half_loaded(tmp_path):
+    """accelerate loads resume weights non-strictly: under format 2 names they would be skipped silently."""
+    import json
+
+    import pytest
+
+    from action_decoder.training.checkpoint import MANIFEST, verify_resume_state
+    from action_decoder.training.train_state import file_sha256
+
+    src = tmp_path / "resume"
+    src.mkdir()
+    for state, ok in (({"epoch": 1}, False), ({"epoch": 1, "format_version": FORMAT_VERSION}, True)):
+        (src / "trainer_state.json").write_text(json.dumps(state))
+        (src / MANIFEST).write_text(json.dumps({"trainer_state.json": file_sha256(src / "trainer_state.json")}))
+        if ok:
+            verify_resume_state(src)
+        else:
+            with pytest.raises(ValueError, match="format 2"):
+                verify_resume_state(src)

@@ -178,7 +178,7 @@ def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     accelerator.save_state(str(tmp), **kwargs)
     accelerator.wait_for_everyone()  # every rank has written its files (RNG state, ZeRO shards) before the swap
     if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        (tmp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "format_version": FORMAT_VERSION}, indent=1))
         hashes = {str(f.relative_to(tmp)): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(hashes, indent=1))
         old = run_dir / (RESUME_DIRNAME + ".old")
@@ -209,6 +209,13 @@ def verify_resume_state(src: Path) -> None:
         if file_sha256(src / name) != digest:
             raise ValueError(f"{src / name}: contents changed since it was written (sha256 mismatch); "
                              "the resume state is corrupt or tampered with")
+    # Resume states hold the model's weights under its module names, which accelerate loads non-strictly (frozen
+    # weights are left out): weights saved under an older format's names would be skipped without a word.
+    version = json.loads((src / TRAINER_STATE).read_text()).get("format_version", 2)  # written since format 3
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{src}: a resume state of checkpoint format {version}, whose weight names this code "
+                         f"(format {FORMAT_VERSION}) does not use; it cannot be continued. Its best.pt / epoch_NNN.pt "
+                         "still load (eval.py checkpoint=...); start a new run to train further")
 
 
 def read_trainer_state(run_dir: Path) -> dict:
