@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .hub import hub_error, is_hub_id
+from .hub import checkpoint_files
 
 # Normalisation the published encoder was trained with (CLIP statistics; also in conf/backbone).
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -455,7 +455,8 @@ class OneVisionEncoder(nn.Module):
         Weights load with strict=True into a model built on the meta device (no random init of
         315 M parameters). `config_overrides` (e.g. attn_implementation="eager") replace config fields.
         """
-        folder_files = _resolve_checkpoint_files(name_or_path, revision=revision, cache_dir=cache_dir)
+        folder_files = checkpoint_files(name_or_path, "the OneVision encoder", "backbone.vision.name_or_path",
+                                        revision=revision, cache_dir=cache_dir)
         try:
             cfg_dict = json.loads(Path(folder_files["config"]).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -486,47 +487,3 @@ class OneVisionEncoder(nn.Module):
                 f"expected the published key names.\n{e}"
             ) from None
         return model
-
-
-def _resolve_checkpoint_files(
-    name_or_path: str | os.PathLike, *, revision: str | None, cache_dir: str | os.PathLike | None
-) -> dict[str, Any]:
-    """{'config': path, 'weights': [paths]} from a folder, else from the hub (cache or download)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        cfg = path / "config.json"
-        if not cfg.is_file():
-            raise FileNotFoundError(f"{path}: no config.json in this folder.")
-        single, index = path / "model.safetensors", path / "model.safetensors.index.json"
-        if single.is_file():
-            return {"config": cfg, "weights": [single]}
-        if index.is_file():
-            return {"config": cfg, "weights": [path / s for s in _shards(index)]}
-        raise FileNotFoundError(f"{path}: neither model.safetensors nor model.safetensors.index.json found.")
-
-    name = str(name_or_path)
-    if not is_hub_id(name):
-        raise FileNotFoundError(
-            f"{name}: not a local folder, and not a hub id of the form 'owner/name' either."
-        )
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    def fetch(filename: str) -> str:
-        return hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir)
-
-    try:
-        cfg = fetch("config.json")
-        try:
-            return {"config": cfg, "weights": [fetch("model.safetensors")]}
-        except RemoteEntryNotFoundError:  # the repo exists but is sharded
-            index = Path(fetch("model.safetensors.index.json"))
-            return {"config": cfg, "weights": [fetch(s) for s in _shards(index)]}
-    except Exception as e:  # offline, no cache, no network, unknown repo, gated repo, ...
-        raise hub_error("the OneVision encoder", name, e, "backbone.vision.name_or_path") from e
-
-
-def _shards(index_file: Path) -> list[str]:
-    weight_map = json.loads(Path(index_file).read_text(encoding="utf-8"))["weight_map"]
-    return sorted(set(weight_map.values()))
