@@ -1,4 +1,4 @@
-"""`TaskAwareDecoder`: the towers and the decoder parts, composed (docs/design.md "Models").
+"""`TaskAwareDecoder`: the towers and the decoder parts, composed (docs/design.md §2 layout, §4 contract).
 
   vision       OneVisionEncoder (+ LoRA)
   text         Qwen3ForCausalLM (+ LoRA): reads the prompt; with a transcript decoder also writes the narration
