@@ -16,11 +16,11 @@ from accelerate import init_empty_weights
 
 from action_decoder.config import plain
 
-from .lora import apply_tower_lora
-from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from .config import DecoderConfig
 from .decoder import TaskAwareDecoder
 from .fingerprint import tower_fingerprint
+from .lora import apply_tower_lora
+from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from .text_encoder import build_text_model
 from .transcript import TranscriptConfig
 
