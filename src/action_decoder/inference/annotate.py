@@ -87,7 +87,7 @@ class Annotator:
         self.vocab = LabelVocab.from_config(cfg.labels)
         self.sample_fps = float(cfg.data.sample_fps)
         self.clip_len, self.stride = int(cfg.data.clip_len), int(cfg.data.clip_stride)
-        self.streaming = hasattr(self.model, "stream")  # model=parallel: the inference path, with transcripts
+        self.streaming = self.model.has_transcript  # model=parallel: stream() is the inference path, with transcripts
 
     def prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.tokenizer([text], add_special_tokens=False)["input_ids"][0][:int(self.cfg.data.max_prompt_tokens)]
