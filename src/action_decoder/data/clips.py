@@ -123,7 +123,7 @@ class ClipDataset(Dataset):
             seen = first_seen.setdefault(str(ep["id"]), src)
             if seen != src:
                 raise EpisodeFormatError(f"{src}: episode id {ep['id']!r} already used at {seen}; ids must be "
-                                         "unique across the prepared datasets read together")
+                                         "unique within a split, across all prepared dirs read together")
             if tag_filter and not tag_filter.intersection(ep.get("tags") or []):
                 self.filtered_episodes += 1
                 continue
