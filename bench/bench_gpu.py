@@ -45,7 +45,7 @@ def measure(model_name: str, checkpointing: bool, batch: int, frames: int, steps
     model = build_model(cfg, tokenizer).to(device)
     build_s = time.perf_counter() - t0
     data = {k: v.to(device) for k, v in synthetic_batch(cfg, tokenizer, batch, frames).items()}
-    loss_fn = build_loss(cfg.model)
+    loss_fn = build_loss(cfg.loss)
     groups = model.parameter_groups()
     optimizer = torch.optim.AdamW([{"params": groups["lora"], "lr": 1e-4}, {"params": groups["new"], "lr": 1e-4}])
     model.train()

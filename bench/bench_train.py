@@ -95,7 +95,7 @@ def bare_step_times(cfg, batches: list[dict], tokenizer) -> list[float]:
     tc = cfg.train
     optimizer = torch.optim.AdamW([{"params": groups["lora"], "lr": tc.lora_lr}, {"params": groups["new"], "lr": tc.lr}],
                                   weight_decay=tc.weight_decay, betas=tuple(tc.betas))
-    loss_fn = ActionLoss(build_stages(cfg)[0].loss_weights, cfg.model.click_sigma)
+    loss_fn = ActionLoss(build_stages(cfg)[0].loss_weights, cfg.loss.click_sigma)
     params = [p for p in model.parameters() if p.requires_grad]
     times = []
     for batch in batches:

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from action_decoder.models.losses import IGNORE_INDEX, LOGITS_PER_CHUNK, transcript_loss
+from action_decoder.data.vocab import IGNORE_INDEX
+from action_decoder.models.losses import LOGITS_PER_CHUNK, transcript_loss
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_transcript.json"
 VOCAB, WIDTH = 151_936, 2560  # Qwen3-4B: vocab_size, hidden_size

@@ -78,7 +78,7 @@ def run(experiment: str, steps: int, frames: int, overrides: list[str] = ()) -> 
     model = build_model(cfg, tokenizer)
     build_s = time.perf_counter() - t0
     batch = synthetic_batch(cfg, tokenizer, 1, frames)
-    loss_fn = build_loss(cfg.model)  # every loss at its configured weight (the transcript too, for new_arch)
+    loss_fn = build_loss(cfg.loss)  # every loss at its configured weight (the transcript too, for new_arch)
     groups = model.parameter_groups()
     optimizer = torch.optim.AdamW([{"params": groups["lora"], "lr": cfg.train.lora_lr},
                                    {"params": groups["new"], "lr": cfg.train.lr}])

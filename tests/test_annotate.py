@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def checkpoint(prepared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("annotate_ckpt")
-    run_train(prepared_data, out, "train.epochs=1")
+    # [height, width] as the tiny preset uses (16 x 32 px = 2 x 4 tokens of 8 px): frames keep the screen's shape
+    run_train(prepared_data, out, "train.epochs=1", "backbone.vision.image_size=[16,32]")
     return only_run_dir(out) / "best.pt"
 
 

@@ -30,7 +30,7 @@ def test_forward_backward_in_bf16_parameters_with_fp32_buffers(arch, tokenizer):
     batch = spec.make_batch(tokenizer)
     out = model(batch)
     assert out.action_logits.dtype == torch.bfloat16
-    losses = build_loss(spec.make_cfg().model)(out, batch)
+    losses = build_loss(spec.make_cfg().loss)(out, batch)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""model.class_balance: class-balanced cross-entropy for the action/key/modifier heads, with the class
+"""loss.class_balance: class-balanced cross-entropy for the action and key heads, with the class
 counts of the training clips."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from action_decoder.models.losses import IGNORE_INDEX, build_loss, class_balance_weights
+from action_decoder.data.vocab import IGNORE_INDEX
+from action_decoder.models.losses import build_loss, class_balance_weights
 from action_decoder.models.outputs import Outputs
 
 
@@ -26,7 +27,7 @@ def _batch(action: list[int]) -> dict[str, torch.Tensor]:
             "click_mask": torch.zeros(1, T, dtype=torch.bool)}
 
 
-MODEL = {"loss_weights": {"action": 1.0, "key": 1.0, "modifier": 1.0, "click": 1.0}, "click_sigma": 0.0}
+LOSS = {"weights": {"action": 1.0, "key": 1.0, "modifier": 1.0, "click": 1.0}, "click_sigma": 0.0}
 # 90 frames of class 0, 10 of class 1, none of class 2 (a class the split lacks weighs as one frame).
 COUNTS = {"action": np.array([90, 10, 0]), "key": np.array([1, 1, 1]), "modifier": np.array([5, 5])}
 
@@ -44,19 +45,29 @@ def test_the_knob_reweights_the_action_loss_towards_rare_classes():
     batch = _batch([0, 0, 0, 0, 1])
     ce = torch.nn.functional.cross_entropy(logits[0], batch["action"][0], reduction="none")
 
-    plain = build_loss({**MODEL, "class_balance": 0.0})(_outputs(logits), batch)["action"]
+    plain = build_loss({**LOSS, "class_balance": 0.0})(_outputs(logits), batch)["action"]
     assert torch.allclose(plain, ce.mean())  # off: the plain mean, counts not even needed
-    balanced = build_loss({**MODEL, "class_balance": 1.0}, class_counts=COUNTS)(_outputs(logits), batch)["action"]
+    balanced = build_loss({**LOSS, "class_balance": 1.0}, class_counts=COUNTS)(_outputs(logits), batch)["action"]
     w = torch.tensor([1.0, 1.0, 1.0, 1.0, 9.0])
     assert torch.allclose(balanced, (w * ce).sum() / w.sum())  # weighted mean sum(w_y CE) / sum(w_y)
     assert balanced > 2 * plain  # the rare frame's mistake now dominates
 
 
+def test_the_modifier_head_is_not_reweighted():
+    logits = torch.tensor([[[0.0, 2.0]] * 3 + [[2.0, 0.0]]])
+    batch = {**_batch([0, 0, 0, 0]), "modifier": torch.tensor([[0, 0, 0, 1]])}
+    outputs = Outputs(**{**_outputs(torch.zeros(1, 4, 3)).__dict__, "modifier_logits": logits})
+    counts = {**COUNTS, "modifier": np.array([100, 1])}
+    plain = build_loss({**LOSS, "class_balance": 0.0})(outputs, batch)["modifier"]
+    balanced = build_loss({**LOSS, "class_balance": 1.0}, class_counts=counts)(outputs, batch)["modifier"]
+    assert torch.equal(plain, balanced)
+
+
 def test_balance_without_counts_or_negative_is_refused():
     with pytest.raises(ValueError, match="class counts"):
-        build_loss({**MODEL, "class_balance": 1.0})
+        build_loss({**LOSS, "class_balance": 1.0})
     with pytest.raises(ValueError, match="class_balance"):
-        build_loss({**MODEL, "class_balance": -1.0}, class_counts=COUNTS)
+        build_loss({**LOSS, "class_balance": -1.0}, class_counts=COUNTS)
 
 
 def test_label_counts_count_the_training_clips(tmp_path):

@@ -118,8 +118,8 @@ def test_gaussian_click_target_penalises_near_misses_less():
 
 
 def test_total_is_the_weighted_sum_from_config():
-    cfg = load_config(["model.loss_weights.click=2.5", "model.loss_weights.key=0"])
-    loss_fn = build_loss(cfg.model)
+    cfg = load_config(["loss.weights.click=2.5", "loss.weights.key=0", "loss.class_balance=0"])
+    loss_fn = build_loss(cfg.loss)
     losses = loss_fn(make_outputs(), make_batch())
     assert set(losses) == {"action", "key", "modifier", "click", "total"}
     want = losses["action"] + losses["modifier"] + 2.5 * losses["click"]

@@ -16,7 +16,8 @@ from tests.conftest import RANDOM_TOWERS
 H, W, P = 16, 48, 8
 HP, WP = H // P, W // P
 OVERRIDES = [*RANDOM_TOWERS, f"backbone.vision.image_size=[{H},{W}]", f"backbone.vision.patch_size={P}", "model.d_model=32", "model.num_heads=4",
-             "model.ffn_dim=64"]
+             "model.ffn_dim=64", "loss.class_balance=0",
+             "model.clip_encoding=video"]  # the encoder's own token order is compared below
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_clicks_land_on_the_right_token_on_a_non_square_grid(model):
     assert features.visual_tokens.shape[2] == HP * WP and features.token_cell == (1 / WP, 1 / HP)
     # The decoder's token n is the encoder's token n (raster order over a 6-wide grid) ...
     torch.testing.assert_close(features.visual_tokens, model.visual_proj(hidden.reshape(1, 2, HP * WP, -1)))
-    loss = build_loss(cfg.model)
+    loss = build_loss(cfg.loss)
     for x, y in [(0.02, 0.1), (0.97, 0.9), (0.4, 0.7), (0.7, 0.2), (0.55, 0.49)]:
         want = int(y * HP) * WP + int(x * WP)  # the token whose patch holds screen point (x, y)
         # ... its centre is that patch's centre ...

@@ -10,11 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from action_decoder.models.onevision_encoder import (
-    OneVisionEncoder,
-    OneVisionEncoderConfig,
-    select_visible_tokens,
-)
+from action_decoder.models.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from action_decoder.models.visible_tokens import select_visible_tokens
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-5  # docs/onevision_encoder.md §11: float64 reference differs from the float32 goldens by <= ~4e-6

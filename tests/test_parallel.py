@@ -10,7 +10,7 @@ from tests.conftest import RANDOM_TOWERS
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import build_loss
-from action_decoder.models.parallel import ParallelHeadsDecoder
+from action_decoder.models.decoder import TaskAwareDecoder
 
 # 32 px frames of 8 px patches = 16 tokens a frame, a 32-wide decoder: each build + step well under a second.
 SMALL = [
@@ -23,6 +23,7 @@ SMALL = [
     "model.ffn_dim=64",
     "model.lm_visual_tokens=2",
     "model.max_text_tokens=6",
+    "loss.class_balance=0",  # these tests build the loss without the training split's class counts
 ]
 B, T, L, S = 2, 3, 12, 6
 PROMPTS = ["Click OK", "Type hi"]
@@ -39,10 +40,10 @@ def make_cfg(*overrides: str):
     return load_config([*SMALL, *overrides])
 
 
-def make_model(tokenizer, *overrides: str, seed: int = 0) -> ParallelHeadsDecoder:
+def make_model(tokenizer, *overrides: str, seed: int = 0) -> TaskAwareDecoder:
     torch.manual_seed(seed)
     model = build_model(make_cfg(*overrides), tokenizer)
-    assert isinstance(model, ParallelHeadsDecoder)
+    assert model.has_transcript
     return model
 
 
@@ -74,7 +75,7 @@ def make_batch(tokenizer, texts=TEXTS, seed: int = 0) -> dict[str, torch.Tensor]
 def train_steps(model, batch, cfg, steps: int, lr: float = 1e-2) -> list[float]:
     """Adam on every trainable parameter; returns the transcript loss before each step."""
     opt = torch.optim.Adam([p for g in model.parameter_groups().values() for p in g], lr=lr)
-    loss_fn = build_loss(cfg.model)
+    loss_fn = build_loss(cfg.loss)
     model.train()
     history = []
     for _ in range(steps):
@@ -93,7 +94,7 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
     out = model(batch)
     assert out.action_logits.shape[:2] == (B, T) and out.click_logits.shape == (B, T, 16)
     assert out.transcript_logits.shape == (B, T, S + 1, len(tokenizer))
-    losses = build_loss(make_cfg().model)(out, batch)
+    losses = build_loss(make_cfg().loss)(out, batch)
     assert set(losses) == {"action", "key", "modifier", "click", "transcript", "total"}
     losses["total"].backward()
     trainable = model.trainable_state_dict()
@@ -104,15 +105,15 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
             assert not p.requires_grad, name
     # The transcript decoder = the text LoRA (the same Qwen copy that reads the prompt) + visual->LM tokens.
     assert any(n.startswith("text.model.layers.") and ".lora_B." in n for n in trainable)
-    assert {"lm_query.weight", "lm_visual_proj.1.weight"} <= set(trainable)
+    assert {"transcript.query.weight", "transcript.visual_proj.1.weight"} <= set(trainable)
     assert not any(n.startswith("text.lm_head") or "embed_tokens" in n for n in trainable)
-    assert "layers.0.self_attn.in_proj_weight" in trainable  # the heads read the frame trunk
+    assert "trunk.layers.0.self_attn.in_proj_weight" in trainable  # the heads read the frame trunk
 
 
 def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
     model = make_model(tokenizer).eval()
     batch = make_batch(tokenizer)
-    loss_fn = build_loss(make_cfg().model)
+    loss_fn = build_loss(make_cfg().loss)
     with torch.no_grad():
         out = model(batch)
     eof = tokenizer.eof_token_id
@@ -175,9 +176,9 @@ def test_heads_are_independent(tokenizer):
     batch = make_batch(tokenizer)
     with torch.no_grad():
         before = model(batch)
-        model.key_head.weight.zero_()
-        model.key_head.bias.zero_()
-        model.modifier_head.weight.zero_()
+        model.heads.key.weight.zero_()
+        model.heads.key.bias.zero_()
+        model.heads.modifier.weight.zero_()
         after = model(batch)
     for field in ("action_logits", "click_logits", "transcript_logits"):
         torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=0)
@@ -205,7 +206,7 @@ def test_checkpoint_round_trip_strict(tokenizer, tmp_path):
     trained = make_model(tokenizer, seed=0)
     train_steps(trained, batch, make_cfg(), steps=2)  # LoRA B leaves 0, so the adapters matter
     state = trained.trainable_state_dict()
-    assert any(k.startswith("lm_visual_proj.") for k in state) and any(".lora_A." in k for k in state)
+    assert any(k.startswith("transcript.visual_proj.") for k in state) and any(".lora_A." in k for k in state)
     torch.save(state, tmp_path / "best.pt")
 
     fresh = make_model(tokenizer, seed=123).eval()
@@ -220,7 +221,7 @@ def test_checkpoint_round_trip_strict(tokenizer, tmp_path):
 
     # Strict: a checkpoint with a key dropped does not load.
     with pytest.raises(KeyError, match="missing keys"):
-        fresh.load_trainable_state_dict({k: v for k, v in state.items() if not k.startswith("lm_visual_proj")})
+        fresh.load_trainable_state_dict({k: v for k, v in state.items() if not k.startswith("transcript.visual_proj")})
 
 
 def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
@@ -229,7 +230,7 @@ def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
     model = build_model(load_config(original), tokenizer)
     out = model(make_batch(tokenizer))
     assert out.transcript_logits is None
-    assert set(build_loss(load_config().model)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
+    assert set(build_loss(load_config(["loss.class_balance=0"]).loss)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
 
 
 def test_short_training_learns_the_narration(tokenizer):

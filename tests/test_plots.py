@@ -6,16 +6,9 @@ import math
 import pytest
 import yaml
 
-from action_decoder.evaluation.plots import (
-    find_run_dirs,
-    plot_accuracy,
-    plot_confusion,
-    plot_loss,
-    read_metrics,
-    stage_switches,
-    sweep_table,
-    write_sweep_table,
-)
+from action_decoder.evaluation.metrics_log import read_metrics
+from action_decoder.evaluation.plots import plot_accuracy, plot_confusion, plot_loss
+from action_decoder.evaluation.sweeps import find_run_dirs, sweep_table, write_sweep_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -58,14 +51,12 @@ def test_curves_from_a_metrics_log_with_a_stage_switch(tmp_path):
     run = write_run(tmp_path / "run", fake_records())
     records = read_metrics(run)  # the run dir or the file both work
     assert records == read_metrics(run / "metrics.jsonl") and len(records) == 4 * 5 + 8
-    assert stage_switches(records) == [(0, "short_clips"), (2, "full_clips")]
     assert_png(plot_accuracy(records, tmp_path / "accuracy.png"))
     assert_png(plot_loss(records, tmp_path / "loss.png"))
 
 
 def test_curves_from_a_one_epoch_run(tmp_path):
     records = read_metrics(write_run(tmp_path / "run", fake_records(epochs=1, stages=(("main", 0),))))
-    assert stage_switches(records) == [(0, "main")]
     assert_png(plot_accuracy(records, tmp_path / "accuracy.png"))
     assert_png(plot_loss(records, tmp_path / "loss.png"))
 
@@ -130,3 +121,23 @@ def test_sweep_table_lists_each_run_with_overrides_and_best_epoch(tmp_path):
     assert header.startswith("| run | backbone.lora.r | best val action acc |")  # differing override: a column
     assert table[0].startswith("| `1` | 16 |") and "0.800" in table[0]
     assert "`train.lr=1e-4`, `seed=0`" in md  # shared by all runs: listed once above, not as columns
+
+
+def test_latest_run_is_the_one_whose_needed_file_was_written_last(tmp_path):
+    """One `latest` rule for resume=, checkpoint= and run=: by the file each reads."""
+    import os
+
+    from action_decoder.training.run_dir import find_latest_run
+
+    old, new = tmp_path / "smoke" / "2026-01-01_00-00-00", tmp_path / "smoke" / "2026-01-02_00-00-00"
+    for run, (best_t, log_t) in ((old, (300, 100)), (new, (200, 400))):  # old run: newest best.pt; new: newest log
+        (run / "resume").mkdir(parents=True)
+        for name, t in (("best.pt", best_t), ("metrics.jsonl", log_t)):
+            (run / name).write_text("x")
+            os.utime(run / name, (t, t))
+    (new / "resume" / "trainer_state.json").write_text("{}")
+    assert find_latest_run(tmp_path, "smoke", needs="best.pt") == old
+    assert find_latest_run(tmp_path, "smoke", needs="metrics.jsonl") == new
+    assert find_latest_run(tmp_path, "smoke") == new  # the resume state
+    with pytest.raises(FileNotFoundError, match="no run with epoch_001.pt"):
+        find_latest_run(tmp_path, "smoke", needs="epoch_001.pt")

@@ -94,7 +94,7 @@ def test_sigterm_then_resume_latest_equals_uninterrupted_run(prepared_data, unin
 
 def test_resume_of_a_run_without_resume_state_is_a_clear_error(prepared_data, tmp_path):
     proc = run_train(prepared_data, tmp_path, "resume=latest", check=False)
-    assert proc.returncode != 0 and "no run with resume state" in proc.stderr
+    assert proc.returncode != 0 and "no run with resume/trainer_state.json" in proc.stderr
 
 
 @pytest.fixture(scope="module")

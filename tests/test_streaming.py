@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from action_decoder.data.tokenizer import build_tokenizer
-from action_decoder.models.parallel import pick_token
+from action_decoder.models.transcript import pick_token
 from tests.test_parallel import TEXTS, B, T, make_batch, make_cfg, make_model, train_steps
 
 
@@ -104,7 +104,7 @@ def test_kv_cache_never_recomputes_prompt_or_history(trained, tokenizer):
         naive_fed = list(fed)
     finally:
         hook.remove()
-    v, L = trained.config.lm_visual_tokens, batch["prompt_ids"].shape[1]
+    v, L = trained.transcript.config.lm_visual_tokens, batch["prompt_ids"].shape[1]
     text_steps = sum(max(len(s.token_ids[b]) for b in range(B)) for s in steps)  # tokens fed per frame
     # Prompt once, then per frame (eof of the previous frame +) v visual tokens, then one token a step.
     assert cached_fed[0] == L and sum(cached_fed) == L + T * v + (T - 1) + text_steps
@@ -121,7 +121,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(trained, tokenizer):
     assert sample(0, temperature=3.0) == sample(0, temperature=3.0)
     assert sample(0, temperature=3.0) == sample(0, use_cache=False, temperature=3.0)
     assert sample(0, temperature=3.0) != sample(1, temperature=3.0)
-    assert trained.config.eof_threshold is None  # plain argmax, what top_k=1 sampling does
+    assert trained.transcript.generation.eof_threshold is None  # plain argmax, what top_k=1 sampling does
     assert sample(5, top_k=1) == [s.token_ids for s in run(trained, batch)]
     with pytest.raises(ValueError, match="temperature"):
         sample(0, temperature=0.0)
@@ -158,11 +158,7 @@ def test_eof_threshold_trades_missed_narration_for_false_text(trained, tokenizer
     batch = make_batch(tokenizer)
 
     def frames_with_text(threshold):
-        trained.config.eof_threshold = threshold
-        try:
-            return sum(len(ids) > 0 for s in run(trained, batch) for ids in s.token_ids)
-        finally:
-            trained.config.eof_threshold = None
+        return sum(len(ids) > 0 for s in run(trained, batch, eof_threshold=threshold) for ids in s.token_ids)
 
     counts = [frames_with_text(th) for th in (0.001, 0.5, 0.999)]
     assert counts[0] <= counts[1] <= counts[2]

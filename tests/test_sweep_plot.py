@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from action_decoder.evaluation.plots import plot_sweep, sweep_series, sweep_table
+from action_decoder.evaluation.plots import plot_sweep
+from action_decoder.evaluation.sweeps import sweep_series, sweep_table
 from tests.test_plots import assert_png, fake_records, write_run
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from action_decoder.config import plain
 from action_decoder.data.frames import preprocess_frames
 from action_decoder.data.video import (DEFAULT_READER, DEFAULT_THREADS, READERS, VideoDecodeError,
                                       decode_threads_per_worker, read_frames)
@@ -356,7 +357,7 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         reader=str(data.get("reader", DEFAULT_READER)),
         max_transcript_tokens=int(data.max_transcript_tokens),
         max_prompt_tokens=int(data.max_prompt_tokens),
-        filters=_plain(data.get("filters")),
+        filters=plain(data.get("filters")),
         decode_threads=_decode_threads(data),
         every_frame_once=every_frame_once,
     )
@@ -455,14 +456,3 @@ def _tokenize_unique(texts: list[str], tokenizer) -> dict[str, list[int]]:
     ids = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"])) if unique else {}
     ids[""] = []
     return ids
-
-
-def _plain(node: Any) -> dict | None:
-    if node is None:
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    except ImportError:  # pragma: no cover
-        return dict(node)

@@ -229,13 +229,14 @@ class ActionMetrics:
                 pred_click_xy=_get(outputs, "click_xy"),
                 batch=batch,
             )
-            targets = outputs.get("transcript_targets") if isinstance(outputs, Mapping) else \
-                getattr(outputs, "transcript_targets", None)
+            # A dict of outputs holds the logits themselves; model Outputs make them at the target rows only.
+            if isinstance(outputs, Mapping):
+                targets, logits_at = outputs.get("transcript_targets"), lambda rows: outputs["transcript_logits"][rows]
+            else:
+                targets = getattr(outputs, "transcript_targets", None)  # absent on objects without a transcript
+                logits_at = lambda rows: outputs.transcript_logits_at(rows)  # noqa: E731
             if targets is not None:
-                rows = targets != IGNORE_INDEX
-                logits = outputs.transcript_logits_at(rows) if hasattr(outputs, "transcript_logits_at") else \
-                    _get(outputs, "transcript_logits")[rows]
-                self.update_teacher_forced_rows(logits, targets)
+                self.update_teacher_forced_rows(logits_at(targets != IGNORE_INDEX), targets)
 
     def update_teacher_forced(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add teacher-forced transcript scores: logits [B, T, S+1, V] and targets [B, T, S+1] (each frame's

@@ -1,21 +1,12 @@
-"""Training curves, confusion matrices and LoRA-sweep tables from a run's `metrics.jsonl`.
-
-The metrics log (written by the training loop, one JSON object a line) holds three kinds of records:
-  split "train"       per logged step: epoch, step, stage, lr, loss {total, action, key, modifier, click, ...}
-  split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
-  split "val"         per epoch: validation loss {...} and metrics {...}
-Curriculum stage switches show as the `stage` field changing between epochs; every plot marks them.
+"""Training curves, confusion matrices, sweep and timeline plots (metrics log format: evaluation/metrics_log.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -23,7 +14,8 @@ matplotlib.use("Agg")  # files only: training nodes and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-METRICS_FILE = "metrics.jsonl"
+from .metrics_log import epoch_records  # noqa: E402
+from .sweeps import sweep_series  # noqa: E402
 
 # Epoch-level metrics drawn by plot_accuracy, in panel order: (metrics key, panel title).
 # Panels whose key is in no record are left out (e.g. transcript metrics before that head exists).
@@ -39,46 +31,6 @@ ACCURACY_PANELS = (
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
 
 
-# ------------------------------------------------------------------------------------ reading
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Records of a metrics log; `path` is the file or the run directory holding `metrics.jsonl`.
-
-    A malformed line is an error naming file and line, except a cut-off LAST line (a run killed while
-    writing), which is skipped with a warning so the rest of the run still plots.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics log at {path}")
-    lines = path.read_text().splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            if i == last:
-                warnings.warn(f"{path}:{i + 1}: skipped cut-off last line ({err.msg})", stacklevel=2)
-                continue
-            raise ValueError(f"{path}:{i + 1}: not a JSON object: {err.msg}") from None
-        if not isinstance(rec, dict) or "split" not in rec:
-            raise ValueError(f"{path}:{i + 1}: expected a JSON object with a 'split' field")
-        records.append(rec)
-    return records
-
-
-def _epoch_records(records: Iterable[dict], split: str) -> list[dict]:
-    """One record per epoch of `split`, sorted; a resumed run that logged an epoch twice keeps the last."""
-    by_epoch: dict[int, dict] = {}
-    for rec in records:
-        if rec.get("split") == split and rec.get("epoch") is not None:
-            by_epoch[int(rec["epoch"])] = rec
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def _step_records(records: Iterable[dict]) -> list[dict]:
     """Per-step training records sorted by step; a step logged twice (resume) keeps the last."""
     by_step: dict[int, dict] = {}
@@ -86,13 +38,6 @@ def _step_records(records: Iterable[dict]) -> list[dict]:
         if rec.get("split") == "train" and rec.get("step") is not None:
             by_step[int(rec["step"])] = rec
     return [by_step[s] for s in sorted(by_step)]
-
-
-def stage_switches(records: Iterable[dict]) -> list[tuple[int, str]]:
-    """(first epoch, stage name) of each curriculum stage, in order, from the epoch-level records."""
-    epochs = _epoch_records(records, "val") or _epoch_records(records, "train_epoch")
-    spans = _stage_spans([(r["epoch"], r.get("stage")) for r in epochs])
-    return [(math.ceil(x), name) for x, name in spans]
 
 
 def _stage_spans(points: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
@@ -169,8 +114,8 @@ def _integer_epochs(ax: plt.Axes, epochs: Sequence[int]) -> None:
 def plot_accuracy(records: Sequence[dict], out_png: str | os.PathLike, title: str | None = None) -> Path:
     """Train (dashed) and validation (solid) metrics per epoch, one panel per metric present,
     curriculum stage switches marked. Returns the written path."""
-    train = _epoch_records(records, "train_epoch")
-    val = _epoch_records(records, "val")
+    train = epoch_records(records, "train_epoch")
+    val = epoch_records(records, "val")
     panels = [
         (key, name)
         for key, name in ACCURACY_PANELS
@@ -220,8 +165,8 @@ def plot_loss(records: Sequence[dict], out_png: str | os.PathLike, title: str | 
     epoch). Bottom: each head's loss (train epoch mean dashed, validation solid). Stage switches marked.
     Log scale when the losses span more than a decade. Returns the written path."""
     steps = _step_records(records)
-    train_ep = _epoch_records(records, "train_epoch")
-    val = _epoch_records(records, "val")
+    train_ep = epoch_records(records, "train_epoch")
+    val = epoch_records(records, "val")
     if not (steps or train_ep or val):
         raise ValueError("no train / train_epoch / val records to plot")
     fig, (ax_total, ax_heads) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
@@ -397,123 +342,6 @@ def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
     return out
 
 
-# ------------------------------------------------------------------------------------- sweeps
-def find_run_dirs(root: str | os.PathLike) -> list[Path]:
-    """Every folder under `root` (itself included) that holds a metrics log: the runs of a sweep."""
-    root = Path(root)
-    return sorted(p.parent for p in root.rglob(METRICS_FILE))
-
-
-def read_overrides(run_dir: str | os.PathLike) -> dict[str, str]:
-    """The command-line overrides of a Hydra run (`.hydra/overrides.yaml`), as {key: value}; {} if none."""
-    import yaml
-
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    items = yaml.safe_load(path.read_text()) or []
-    if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a list of 'key=value' overrides")
-    out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep:
-            raise ValueError(f"{path}: override '{item}' has no '='")
-        out[key.lstrip("+~")] = value
-    return out
-
-
-def sweep_table(run_dirs: Iterable[str | os.PathLike], metric: str = "action_acc") -> list[dict]:
-    """One row per run: run dir, its overrides, and the validation epoch with the best `metric`
-    (ties: the earliest) with that epoch's action acc, macro-F1 and click hit rate.
-
-    Rows are sorted best first; runs without a metrics log or validation records are kept (at the
-    end, with a `status`) so a crashed sweep member is visible rather than missing.
-    """
-    rows = []
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        row: dict[str, Any] = {
-            "run": str(run_dir),
-            "overrides": read_overrides(run_dir),
-            "best_epoch": None,
-            "val_epochs": 0,
-            "action_acc": None,
-            "action_macro_f1": None,
-            "click_hit_rate": None,
-            "status": "ok",
-        }
-        if not (run_dir / METRICS_FILE).is_file():
-            row["status"] = "no metrics.jsonl"
-            rows.append(row)
-            continue
-        val = [r for r in _epoch_records(read_metrics(run_dir), "val") if (r.get("metrics") or {}).get(metric) is not None]
-        row["val_epochs"] = len(val)
-        if not val:
-            row["status"] = "no validation epoch"
-            rows.append(row)
-            continue
-        best = max(val, key=lambda r: (r["metrics"][metric], -r["epoch"]))
-        row["best_epoch"] = best["epoch"]
-        for key in ("action_acc", "action_macro_f1", "click_hit_rate"):
-            row[key] = best["metrics"].get(key)
-        if metric not in row:
-            row[metric] = best["metrics"][metric]
-        rows.append(row)
-    rows.sort(key=lambda r: (r.get(metric) is None, -(r.get(metric) or 0.0)))
-    return rows
-
-
-def write_sweep_table(rows: Sequence[dict], out_md: str | os.PathLike) -> Path:
-    """Markdown table of `sweep_table` rows: one column per override that differs between runs
-    (overrides shared by all runs are listed once above the table). Returns the written path."""
-    all_keys: list[str] = []
-    for row in rows:
-        for key in row["overrides"]:
-            if key not in all_keys:
-                all_keys.append(key)
-    varying = [k for k in all_keys if len({r["overrides"].get(k) for r in rows}) > 1]
-    shared = {k: rows[0]["overrides"][k] for k in all_keys if k not in varying}
-    runs = [Path(r["run"]) for r in rows]
-    base = Path(os.path.commonpath(runs)) if len(runs) > 1 else None
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "—"
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v).replace("|", "\\|")
-
-    header = ["run", *varying, "best val action acc", "macro-F1", "click hit rate", "best epoch", "val epochs", "status"]
-    lines = []
-    lines.append("# Sweep summary")
-    lines.append("")
-    if base is not None:
-        lines.append(f"Runs under `{base}`, best validation epoch by action accuracy, best first.")
-    if shared:
-        lines.append("Shared overrides: " + ", ".join(f"`{k}={v}`" for k, v in shared.items()) + ".")
-    lines.append("")
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---"] * len(varying) + ["---:"] * 5 + ["---"]) + "|")
-    for row, run in zip(rows, runs):
-        name = str(run.relative_to(base)) if base is not None and run != base else str(run)
-        cells = [
-            f"`{name}`",
-            *(fmt(row["overrides"].get(k)) for k in varying),
-            fmt(row["action_acc"]),
-            fmt(row["action_macro_f1"]),
-            fmt(row["click_hit_rate"]),
-            fmt(row["best_epoch"]),
-            fmt(row["val_epochs"]),
-            row["status"],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    out = Path(out_md)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
 # ----------------------------------------------------------------------------------- timeline
 def _event_label(e) -> str:
     detail = e.text if e.type == "type" else e.key if e.type == "key" else \
@@ -563,35 +391,6 @@ def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pre
     fig.suptitle(title or "timeline", fontsize=11)
     fig.tight_layout()
     return _save(fig, out_png)
-
-
-def sweep_series(rows: Sequence[dict], x: str = "backbone.lora.r", lines: str = "backbone.lora.alpha",
-                 metric: str = "action_macro_f1") -> dict[str, list[tuple[float, float]]]:
-    """{value of override `lines`: [(x, mean metric over the runs at that x), ...] sorted by x} from
-    `sweep_table` rows (`metric` at each run's best validation epoch). A run without the `lines`
-    override joins every line: e.g. r = 0 has no adapters, so no alpha, and is every alpha's r = 0."""
-    points: dict[str, list[tuple[float, float]]] = {}
-    shared: list[tuple[float, float]] = []
-    for row in rows:
-        value, xv = row.get(metric), row["overrides"].get(x)
-        if value is None or xv is None:
-            continue
-        target = points.setdefault(str(row["overrides"][lines]), []) if lines in row["overrides"] else shared
-        target.append((float(xv), float(value)))
-    if not points and not shared:
-        raise ValueError(f"no run of the sweep has both the override {x} and a validation {metric}")
-    series = {}
-    for label, pts in (points or {"": []}).items():
-        pts = pts + shared
-        series[label] = [(xv, float(np.mean([v for px, v in pts if px == xv]))) for xv in sorted({p[0] for p in pts})]
-    return dict(sorted(series.items(), key=lambda kv: _num_or_str(kv[0])))
-
-
-def _num_or_str(v: str) -> tuple:
-    try:
-        return (0, float(v), "")
-    except ValueError:
-        return (1, 0.0, v)
 
 
 def plot_sweep(rows: Sequence[dict], out_png: str | os.PathLike, x: str = "backbone.lora.r",

@@ -34,6 +34,7 @@ from action_decoder.data.labels import label_events, sampled_frames
 from action_decoder.data.video import DEFAULT_READER, VideoDecodeError, read_frames
 from action_decoder.data.vocab import LabelVocab
 from action_decoder.evaluation.events import POINT_TYPES, EventCounts, frames_to_events
+from action_decoder.models.build import image_hw
 from action_decoder.training.evaluate import load_model_from_checkpoint
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -87,7 +88,7 @@ class Annotator:
         self.vocab = LabelVocab.from_config(cfg.labels)
         self.sample_fps = float(cfg.data.sample_fps)
         self.clip_len, self.stride = int(cfg.data.clip_len), int(cfg.data.clip_stride)
-        self.streaming = hasattr(self.model, "stream")  # model=parallel: the inference path, with transcripts
+        self.streaming = self.model.has_transcript  # model=parallel: stream() is the inference path, with transcripts
 
     def prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.tokenizer([text], add_special_tokens=False)["input_ids"][0][:int(self.cfg.data.max_prompt_tokens)]
@@ -126,7 +127,7 @@ class Annotator:
                     except VideoDecodeError as err:
                         raise BadRecording(str(err)) from None
                     size = raw.shape[2], raw.shape[1]
-                    pixels = preprocess_frames(raw, int(vision.image_size), list(vision.image_mean),
+                    pixels = preprocess_frames(raw, image_hw(vision.image_size), list(vision.image_mean),
                                                list(vision.image_std))
                     cache.update(zip(missing, pixels))
                 clips.append(torch.stack([cache[f] for f in range(start, start + self.clip_len)]))

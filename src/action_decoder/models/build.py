@@ -8,30 +8,43 @@ With `empty_weights=True` everything is built on the meta device from the config
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from accelerate import init_empty_weights
-from omegaconf import DictConfig, OmegaConf
 
+from action_decoder.config import plain
+
+from .config import DecoderConfig
+from .decoder import TaskAwareDecoder
+from .fingerprint import tower_fingerprint
 from .lora import apply_tower_lora
 from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
-from .original import DecoderConfig, OneVisionTaskAwareActionDecoder
-from .parallel import ParallelConfig, ParallelHeadsDecoder
-from .fingerprint import tower_fingerprint
 from .text_encoder import build_text_model
+from .transcript import TranscriptConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MODELS = ("original", "parallel")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The parts a `model.name` is made of (every decoder has the towers, the trunk and the heads)."""
+
+    description: str
+    transcript: bool  # a per-frame transcript decoder through the text tower's LM head
+
+
+# `model.name` -> its parts: the names of the model card (conf/model/<name>.yaml holds each one's sizes).
+ARCHITECTURES = {
+    "original": Architecture("March-10: frame trunk + action/key/modifier/click heads", transcript=False),
+    "parallel": Architecture("parallel heads + a streaming per-frame transcript decoder", transcript=True),
+}
 # backbone.vision keys that are OneVisionEncoderConfig fields.
 VISION_ARCH_KEYS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
     "image_size", "layer_norm_type", "layer_norm_eps", "rope_theta", "use_head", "hidden_act",
 )
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def image_hw(image_size: Any) -> tuple[int, int]:
@@ -101,22 +114,23 @@ def _check_same_sizes(where: str, want: Any, got: Any, keys: tuple[str, ...]) ->
 
 def build_model(
     cfg: Mapping[str, Any], tokenizer: Any | None, *, empty_weights: bool = False
-) -> OneVisionTaskAwareActionDecoder | ParallelHeadsDecoder:
-    """The decoder named by `cfg.model.name` over the backbone `cfg.backbone`.
+) -> TaskAwareDecoder:
+    """The decoder named by `cfg.model.name` (`ARCHITECTURES`) over the backbone `cfg.backbone`.
 
     tokenizer: from `action_decoder.data.tokenizer.build_tokenizer(cfg.backbone.text)`; a random-init
     Qwen3 takes `len(tokenizer)` as its vocabulary size. May be None only when
     `backbone.text.vocab_size` is set (e.g. counting parameters of the real config).
     """
-    backbone, model_cfg = _plain(cfg["backbone"]), _plain(cfg["model"])
-    labels = _plain(cfg["labels"])
-    if model_cfg.get("name") not in MODELS:
-        raise ValueError(f"model.name={model_cfg.get('name')!r}; build_model knows {list(MODELS)}")
+    backbone, model_cfg = plain(cfg["backbone"]), plain(cfg["model"])
+    labels = plain(cfg["labels"])
+    if model_cfg.get("name") not in ARCHITECTURES:
+        raise ValueError(f"model.name={model_cfg.get('name')!r}; build_model knows {list(ARCHITECTURES)}")
     if str(backbone.get("dtype", "float32")) not in DTYPES:
         raise ValueError(f"backbone.dtype={backbone.get('dtype')!r}; expected one of {list(DTYPES)}")
     dtype = DTYPES[str(backbone.get("dtype", "float32"))]
-    parallel = model_cfg["name"] == "parallel"
-    decoder_cfg = (ParallelConfig if parallel else DecoderConfig).from_cfg(model_cfg)
+    arch = ARCHITECTURES[model_cfg["name"]]
+    decoder_cfg = DecoderConfig.from_cfg(model_cfg)
+    transcript_cfg = TranscriptConfig.from_cfg(model_cfg) if arch.transcript else None
     vision_config = vision_config_from_cfg(backbone["vision"])
     height, width = image_hw(vision_config.image_size)
     per_frame = (height // vision_config.patch_size) * (width // vision_config.patch_size)
@@ -127,7 +141,7 @@ def build_model(
         )
 
     try:
-        return _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights)
+        return _build(backbone, labels, dtype, decoder_cfg, transcript_cfg, tokenizer, empty_weights)
     except FileNotFoundError as err:
         if "pretrain" not in backbone:
             raise
@@ -136,7 +150,7 @@ def build_model(
                                 "for random-init towers).") from None
 
 
-def _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer, empty_weights):
+def _build(backbone, labels, dtype, decoder_cfg, transcript_cfg, tokenizer, empty_weights):
     checkpointing = bool(backbone.get("gradient_checkpointing", False))
     with init_empty_weights() if empty_weights else nullcontext():
         # Random-init towers are drawn from their own seed, not the global RNG: a checkpoint holds
@@ -155,12 +169,10 @@ def _build(backbone, model_cfg, labels, dtype, parallel, decoder_cfg, tokenizer,
         lora_cfg = backbone.get("lora", {"enabled": False})
         vision = apply_tower_lora(vision, lora_cfg, "vision")
         text = apply_tower_lora(text, lora_cfg, "text")
-        sizes = dict(num_actions=len(labels["actions"]), num_keys=len(labels["keys"]),
-                     num_modifiers=len(labels["modifiers"]))
-        if parallel:  # the transcript decoder needs the tokenizer's eof/pad ids and decodes with it
-            model = ParallelHeadsDecoder(vision, text, decoder_cfg, **sizes, tokenizer=tokenizer)
-        else:
-            model = OneVisionTaskAwareActionDecoder(vision, text, decoder_cfg, **sizes)
+        # A transcript decoder needs the tokenizer's eof/pad ids and decodes with it.
+        model = TaskAwareDecoder(vision, text, decoder_cfg, num_actions=len(labels["actions"]),
+                                 num_keys=len(labels["keys"]), num_modifiers=len(labels["modifiers"]),
+                                 transcript=transcript_cfg, tokenizer=tokenizer)
     if empty_weights:
         # accelerate's init_empty_weights re-creates every Parameter assigned inside it, which undoes
         # the LM-head/embedding tie; tie again outside it. Elsewhere the tie holds (peft keeps the tied

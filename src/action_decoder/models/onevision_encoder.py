@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .hub import checkpoint_files
+
 # Normalisation the published encoder was trained with (CLIP statistics; also in conf/backbone).
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -453,7 +455,8 @@ class OneVisionEncoder(nn.Module):
         Weights load with strict=True into a model built on the meta device (no random init of
         315 M parameters). `config_overrides` (e.g. attn_implementation="eager") replace config fields.
         """
-        folder_files = _resolve_checkpoint_files(name_or_path, revision=revision, cache_dir=cache_dir)
+        folder_files = checkpoint_files(name_or_path, "the OneVision encoder", "backbone.vision.name_or_path",
+                                        revision=revision, cache_dir=cache_dir)
         try:
             cfg_dict = json.loads(Path(folder_files["config"]).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -484,115 +487,3 @@ class OneVisionEncoder(nn.Module):
                 f"expected the published key names.\n{e}"
             ) from None
         return model
-
-
-def _resolve_checkpoint_files(
-    name_or_path: str | os.PathLike, *, revision: str | None, cache_dir: str | os.PathLike | None
-) -> dict[str, Any]:
-    """{'config': path, 'weights': [paths]} from a folder, else from the hub (cache or download)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        cfg = path / "config.json"
-        if not cfg.is_file():
-            raise FileNotFoundError(f"{path}: no config.json in this folder.")
-        single, index = path / "model.safetensors", path / "model.safetensors.index.json"
-        if single.is_file():
-            return {"config": cfg, "weights": [single]}
-        if index.is_file():
-            return {"config": cfg, "weights": [path / s for s in _shards(index)]}
-        raise FileNotFoundError(f"{path}: neither model.safetensors nor model.safetensors.index.json found.")
-
-    name = str(name_or_path)
-    if name.startswith((".", "/", "~")) or name.count("/") != 1 or (os.sep != "/" and os.sep in name):
-        raise FileNotFoundError(
-            f"{name}: not a local folder, and not a hub id of the form 'owner/name' either."
-        )
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    def fetch(filename: str) -> str:
-        return hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir)
-
-    try:
-        cfg = fetch("config.json")
-        try:
-            return {"config": cfg, "weights": [fetch("model.safetensors")]}
-        except RemoteEntryNotFoundError:  # the repo exists but is sharded
-            index = Path(fetch("model.safetensors.index.json"))
-            return {"config": cfg, "weights": [fetch(s) for s in _shards(index)]}
-    except Exception as e:  # offline, no cache, no network, unknown repo, gated repo, ...
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        raise OSError(
-            f"Could not get the OneVision encoder '{name}' from the Hugging Face hub"
-            f"{' (HF_HUB_OFFLINE is set and it is not in the local cache)' if offline else ''}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
-            "Either make the hub reachable, or download the repo elsewhere "
-            f"(`hf download {name} --local-dir <folder>`) and pass that local folder "
-            "(holding config.json and model.safetensors) instead of the hub id; with HF_HUB_OFFLINE=1 "
-            "a hub id only resolves from the local cache."
-        ) from e
-
-
-def _shards(index_file: Path) -> list[str]:
-    weight_map = json.loads(Path(index_file).read_text(encoding="utf-8"))["weight_map"]
-    return sorted(set(weight_map.values()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Visible-token selection (codec-style)
-
-
-@torch.no_grad()
-def select_visible_tokens(
-    pixels: torch.Tensor, patch_size: int, k: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the k most-changing patches of every frame, like a video codec spends bits on residuals.
-
-    pixels: [B, T, C, H, W] (our batch layout, frames-major). Patches are the encoder's
-    (H//P x W//P grid; a remainder strip at the right/bottom is ignored, as the conv does).
-
-    Energy of a patch (summed over channels and its P*P pixels):
-    - frame t > 0: temporal residual, sum (x_t - x_{t-1})^2 against the same patch of the previous frame;
-    - frame 0 (no previous frame, an "I-frame"): its detail, sum (x - mean)^2 with the patch's own
-      per-channel mean, so text, icons and edges win over flat background.
-    The k highest-energy patches of each frame are kept; ties go to the earlier patch in raster
-    order (stable sort), so the result is deterministic.
-
-    Returns (encoder conventions):
-      visible_indices [B, T*k] int64: indices into the frame-major token array of length T*Hp*Wp
-        (t*Hp*Wp + h*Wp + w), frame by frame, ascending within each frame;
-      patch_positions [B, T*k, 3] int64: (t, h, w) of each kept token, t = frame index, the same
-        angles the encoder's own grid would give, so passing them or not gives the same output.
-    k=None keeps every patch: dense indices 0..N-1 and their positions.
-    """
-    if pixels.dim() != 5:
-        raise ValueError(f"select_visible_tokens expects pixels [B, T, C, H, W]; got {tuple(pixels.shape)}.")
-    B, T, C, H, W = pixels.shape
-    P = int(patch_size)
-    Hp, Wp = H // P, W // P
-    n = Hp * Wp
-    if n == 0:
-        raise ValueError(f"frames of {H}x{W} are smaller than one {P}x{P} patch.")
-    device = pixels.device
-
-    if k is None:
-        idx = torch.arange(T * n, device=device).expand(B, T * n).clone()
-    else:
-        k = int(k)
-        if not 1 <= k <= n:
-            raise ValueError(f"k={k} visible patches per frame; must be in [1, {n}] (Hp*Wp = {Hp}*{Wp}).")
-        x = pixels[..., : Hp * P, : Wp * P].float()
-        patches = x.reshape(B, T, C, Hp, P, Wp, P).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, T, n, C, P * P)
-        energy = torch.empty(B, T, n, device=device)
-        first = patches[:, 0]
-        energy[:, 0] = (first - first.mean(dim=-1, keepdim=True)).square().sum(dim=(-1, -2))
-        if T > 1:
-            energy[:, 1:] = (patches[:, 1:] - patches[:, :-1]).square().sum(dim=(-1, -2))
-        order = torch.sort(energy, dim=-1, descending=True, stable=True).indices[..., :k]  # [B, T, k]
-        order = order.sort(dim=-1).values
-        frame_offset = (torch.arange(T, device=device) * n).view(1, T, 1)
-        idx = (order + frame_offset).reshape(B, T * k)
-
-    positions = torch.stack((idx // n, (idx // Wp) % Hp, idx % Wp), dim=-1)
-    return idx, positions

@@ -14,6 +14,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from .hub import hub_error, is_hub_id
+
 # backbone.text keys that are Qwen3Config fields (the architecture of a random-init / meta model).
 QWEN3_ARCH_KEYS = (
     "hidden_size",
@@ -75,7 +77,7 @@ def load_qwen3(
     """`Qwen3ForCausalLM.from_pretrained` from a hub id or a local folder, with a clear error offline."""
     name = str(name_or_path)
     # A folder path (a hub id is exactly "owner/name"): name the missing folder instead of asking the hub.
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if Path(name).expanduser().exists() or not is_hub_id(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -87,14 +89,7 @@ def load_qwen3(
     try:
         model = Qwen3ForCausalLM.from_pretrained(name, dtype=dtype)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        raise OSError(
-            f"could not load Qwen3 weights from '{name}'"
-            f"{' (HF_HUB_OFFLINE is set and it is not in the local cache)' if offline else ''}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}\n"
-            "Make the hub reachable, or download it elsewhere (`huggingface-cli download Qwen/Qwen3-4B "
-            "--local-dir <folder>`) and set backbone.text.name_or_path=<folder>."
-        ) from err
+        raise hub_error("Qwen3", name, err, "backbone.text.name_or_path") from err
     if not isinstance(model, Qwen3ForCausalLM):  # pragma: no cover - from_pretrained of the class
         raise TypeError(f"{name}: expected a Qwen3ForCausalLM checkpoint, got {type(model).__name__}")
     return model

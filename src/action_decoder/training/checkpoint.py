@@ -18,16 +18,18 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from action_decoder.config import upgrade_config
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Config sections whose values change parameter shapes or label meaning: a checkpoint only loads
 # into a model built with the same values.
 ARCH_KEYS = ("backbone", "model", "labels")
-# Keys inside those sections that do not change shapes (training-time knobs).
-NON_ARCH_LEAVES = ("loss_weights", "click_sigma", "class_balance", "dropout", "lora.dropout", "pretrained", "gradient_checkpointing",
-                   "tokenizer_cache", "max_text_tokens")
+# Keys inside those sections that change neither shapes nor label meaning: regularisation, memory and loading
+# knobs, and the transcript's generation settings.
+NON_ARCH_LEAVES = ("dropout", "lora.dropout", "pretrained", "gradient_checkpointing", "tokenizer_cache",
+                   "max_text_tokens", "eof_threshold")
 
 
 def is_zero3(accelerator) -> bool:
@@ -61,17 +63,37 @@ def save_checkpoint(path: Path, state: dict, cfg: DictConfig, epoch: int, stage:
     os.replace(tmp, path)
 
 
-# Format 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
+# Renames of trainable weights by format, the ONE map from every older format to the current names.
+# 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
 V1_RENAMES = {"pool_query": "pool_query.weight", "null_prompt": "null_prompt.weight", "lm_query": "lm_query.weight",
               "transcript_logit_scale": "transcript_logit_scale.weight"}
 V1_RESHAPES = {"transcript_logit_scale.weight": (1,)}  # was 0-dim: DeepSpeed's bf16 broadcast of those fails on gloo
+# 2 -> 3: the decoder became one composed model (models/decoder.py); its parts' weights moved under
+# trunk. / heads. / transcript. (name prefixes; the towers and the encoder-side projections kept theirs).
+V2_PREFIXES = {
+    "pool_query.": "trunk.pool.query.", "pool_attn.": "trunk.pool.attn.",
+    "motion_prev.": "trunk.motion.prev.", "motion_next.": "trunk.motion.next.", "motion_out.": "trunk.motion.out.",
+    "time_embed.": "trunk.time_embed.", "null_prompt.": "trunk.null_prompt.", "layers.": "trunk.layers.",
+    "norm.": "trunk.norm.",
+    "action_head.": "heads.action.", "key_head.": "heads.key.", "modifier_head.": "heads.modifier.",
+    "actor_query.": "heads.click.query.", "click_key.": "heads.click.key.",
+    "lm_query.": "transcript.query.", "lm_pool.": "transcript.pool.", "lm_visual_proj.": "transcript.visual_proj.",
+    "transcript_logit_scale.": "transcript.logit_scale.",
+}
+
+
+def _v2_name(name: str) -> str:
+    old = next((p for p in V2_PREFIXES if name.startswith(p)), None)
+    return name if old is None else V2_PREFIXES[old] + name[len(old):]
 
 
 def upgrade_state(state: dict, version: int) -> dict:
     """A trainable state dict of an older format, in the current one's names and shapes."""
-    if version == 1:
+    if version <= 1:
         state = {V1_RENAMES.get(k, k): v for k, v in state.items()}
         state = {k: v.reshape(V1_RESHAPES[k]) if k in V1_RESHAPES else v for k, v in state.items()}
+    if version <= 2:
+        state = {_v2_name(k): v for k, v in state.items()}
     return state
 
 
@@ -81,9 +103,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     version = ckpt.get("format_version")
-    if version not in (1, FORMAT_VERSION):
+    if version not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"{path}: format_version {version} is not one this code reads (1..{FORMAT_VERSION})")
     ckpt["state"] = upgrade_state(ckpt["state"], version)
+    ckpt["config"] = upgrade_config(ckpt["config"])
     ckpt["format_version"] = FORMAT_VERSION
     return ckpt
 
@@ -102,6 +125,7 @@ def _flatten(d, prefix=""):
 def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
     """Architecture keys whose values differ between a checkpoint's config and `cfg`."""
     now = OmegaConf.to_container(cfg, resolve=True)
+    saved = upgrade_config(saved)
     bad = []
     for section in ARCH_KEYS:
         a, b = _flatten(saved.get(section, {}), section + "."), _flatten(now.get(section, {}), section + ".")
@@ -154,7 +178,7 @@ def save_resume_state(accelerator, run_dir: Path, trainer_state: dict) -> None:
     accelerator.save_state(str(tmp), **kwargs)
     accelerator.wait_for_everyone()  # every rank has written its files (RNG state, ZeRO shards) before the swap
     if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        (tmp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "format_version": FORMAT_VERSION}, indent=1))
         hashes = {str(f.relative_to(tmp)): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(hashes, indent=1))
         old = run_dir / (RESUME_DIRNAME + ".old")
@@ -185,6 +209,13 @@ def verify_resume_state(src: Path) -> None:
         if file_sha256(src / name) != digest:
             raise ValueError(f"{src / name}: contents changed since it was written (sha256 mismatch); "
                              "the resume state is corrupt or tampered with")
+    # Resume states hold the model's weights under its module names, which accelerate loads non-strictly (frozen
+    # weights are left out): weights saved under an older format's names would be skipped without a word.
+    version = json.loads((src / TRAINER_STATE).read_text()).get("format_version", 2)  # written since format 3
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{src}: a resume state of checkpoint format {version}, whose weight names this code "
+                         f"(format {FORMAT_VERSION}) does not use; it cannot be continued. Its best.pt / epoch_NNN.pt "
+                         "still load (eval.py checkpoint=...); start a new run to train further")
 
 
 def read_trainer_state(run_dir: Path) -> dict:

@@ -5,7 +5,7 @@ A stage in `conf/curriculum/*.yaml`:
     - name: heads            # logged with every metrics line and stored in checkpoints
       start_epoch: 0         # first epoch of the stage (stages sorted by it; the first must start at 0)
       data: {clip_len: 4, clip_stride: 2, filters: {actions: [click]}}   # merged onto cfg.data
-      loss_weights: {key: 0.0}          # merged onto cfg.model.loss_weights
+      loss_weights: {key: 0.0}          # merged onto cfg.loss.weights
       train_heads: [action, click]      # heads not listed get loss weight 0 (None = all heads)
 
 A lower sampling rate is a re-prepared dataset (`prepare_data.py data.sample_fps=...`): labels are made from
@@ -39,7 +39,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     stages = []
     for i, s in enumerate(raw):
         data = OmegaConf.merge(cfg.data, s.get("data") or {})
-        weights = dict(OmegaConf.to_container(OmegaConf.merge(cfg.model.loss_weights, s.get("loss_weights") or {})))
+        weights = dict(OmegaConf.to_container(OmegaConf.merge(cfg.loss.weights, s.get("loss_weights") or {})))
         heads = s.get("train_heads")
         if heads is not None:
             unknown = set(heads) - set(LOSS_NAMES)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from action_decoder.data.clips import build_clip_dataset, prepared_dirs
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
-from action_decoder.models.losses import build_loss
+from action_decoder.models.losses import LOSS_NAMES, build_loss
 from action_decoder.training.checkpoint import load_checkpoint
 from action_decoder.training.curriculum import build_stages
 from action_decoder.training.loop import class_counts, validate
@@ -43,15 +44,16 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
     model = accelerator.prepare(model)
     stages = build_stages(cfg)
     stage = next((s for s in stages if s.name == ckpt["stage"]), stages[-1])  # the stage the checkpoint was saved in
-    untrained = sorted(h for h, w in stage.loss_weights.items() if w == 0 and _scored(h, cfg))
+    scored = set(LOSS_NAMES) - (set() if accelerator.unwrap_model(model).has_transcript else {"transcript"})
+    untrained = sorted(h for h, w in stage.loss_weights.items() if w == 0 and h in scored)
     if untrained:
         warnings.warn(f"{path} was saved in curriculum stage {stage.name!r}, where the loss weight of "
                       f"{untrained} was 0: those heads never trained and their scores are not the model's",
                       UntrainedHeadWarning, stacklevel=2)
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
-    # The loss as in training (class weights from the training split when model.class_balance is on).
-    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.model.get("class_balance") else None
-    loss_fn = build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set))
+    # The loss as in training (class weights from the training split when loss.class_balance is on).
+    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.loss.get("class_balance") else None
+    loss_fn = build_loss(cfg.loss, stage.loss_weights, class_counts(cfg, train_set))
 
     def run():
         return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
@@ -61,11 +63,6 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
 
 class UntrainedHeadWarning(UserWarning):
     """An evaluated checkpoint comes from a curriculum stage in which a scored head had loss weight 0."""
-
-
-def _scored(head: str, cfg) -> bool:
-    """Whether evaluation reports this head (the transcript only for model=parallel)."""
-    return head != "transcript" or cfg.model.name == "parallel"
 
 
 def eval_dir(path: Path, split: str, prepared_dir: str | Path) -> Path:
@@ -107,11 +104,13 @@ def sweep_eof_threshold(path: str | Path, split: str, thresholds,
     """
     path = Path(path)
     model, cfg, _, _, run = _prepare(path, split, data_overrides)
-    if cfg.model.name != "parallel":
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint; eof_thresholds needs model=parallel")
+    if not model.has_transcript:
+        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, without a transcript decoder; "
+                         "eof_thresholds needs one (model=parallel)")
     rows = []
     for threshold in thresholds:
-        model.config.eof_threshold = None if threshold is None else float(threshold)
+        model.transcript.generation = replace(model.transcript.generation,
+                                              eof_threshold=None if threshold is None else float(threshold))
         summary = run()[1]
         rows.append({"eof_threshold": threshold, **{k: summary[k] for k in TRANSCRIPT_METRICS}})
     out_dir = eval_dir(path, split, cfg.data.prepared_dir)

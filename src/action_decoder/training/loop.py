@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from action_decoder.data.clips import build_clip_dataset, collate_clips, split_files
 from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.data.vocab import IGNORE_INDEX
 from action_decoder.evaluation.events import EpisodeFrames
 from action_decoder.evaluation.metrics import ActionMetrics
-from action_decoder.models.losses import IGNORE_INDEX
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import ActionLoss, build_loss
 from action_decoder.training import checkpoint as ckpt
@@ -171,7 +171,7 @@ def make_optimizer(model, accelerator, tc: DictConfig) -> torch.optim.Optimizer:
 
 def make_loss(stage, cfg: DictConfig, accelerator, train_set) -> ActionLoss:
     # Under ZeRO-3 the LM head is partitioned outside its forward: no checkpointed recompute of transcript logits.
-    return build_loss(cfg.model, stage.loss_weights, class_counts(cfg, train_set),
+    return build_loss(cfg.loss, stage.loss_weights, class_counts(cfg, train_set),
                       recompute_logits=not ckpt.is_zero3(accelerator))
 
 
@@ -399,8 +399,8 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
 
 
 def class_counts(cfg, train_set) -> dict | None:
-    """Frames per class of the training clips, for `model.class_balance` (None when it is off)."""
-    if not cfg.model.get("class_balance"):
+    """Frames per class of the training clips, for `loss.class_balance` (None when it is off)."""
+    if not cfg.loss.get("class_balance"):
         return None
     return train_set.label_counts({h: len(cfg.labels[f"{h}s"]) for h in ("action", "key", "modifier")})
 
@@ -437,7 +437,7 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, sh
         scored = batch["scored"] & keep[:, None]
         if outputs.transcript_targets is not None:  # frames scored in another window: no teacher-forced score
             outputs.transcript_targets = outputs.transcript_targets.masked_fill(~scored[..., None], IGNORE_INDEX)
-        if hasattr(inner, "transcribe"):  # model=parallel: generated vs reference text per frame -> CER/WER
+        if inner.has_transcript:  # model=parallel: generated vs reference text per frame -> CER/WER
             # Every rank transcribes every batch, with a fixed step count when distributed (ZeRO-3 collectives).
             preds = inner.transcribe(batch, early_stop=accelerator.num_processes == 1)
             refs = inner.reference_transcripts(batch)

@@ -341,8 +341,9 @@ def pretrain_settings(cfg: Mapping[str, Any], tower: str) -> dict[str, Any]:
     shared = ("seed", "batch_size", "lr")
     knobs = {k: v for k, v in p.items() if k in shared or k.startswith(tower)}
     sizes = {k: v for k, v in cfg["backbone"][tower].items() if k not in ("name_or_path", "fingerprint")}
-    return {"pretrain": knobs, tower: sizes, "synthetic": dict(cfg["data"]["synthetic"]),
-            "sample_fps": cfg["data"]["sample_fps"]}
+    # The dataset's size and render parallelism do not shape the pretraining screens or texts.
+    synthetic = {k: v for k, v in cfg["data"]["synthetic"].items() if k not in ("num_recordings", "workers")}
+    return {"pretrain": knobs, tower: sizes, "synthetic": synthetic, "sample_fps": cfg["data"]["sample_fps"]}
 
 
 def pretrain_towers(cfg: Mapping[str, Any], tokenizer: Any, log=print) -> dict[str, Path]:

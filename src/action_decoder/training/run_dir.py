@@ -25,16 +25,16 @@ def has_resume_state(run_dir: Path) -> bool:
     return (Path(run_dir) / RESUME_DIRNAME / TRAINER_STATE).is_file()
 
 
-def find_latest_run(output_root: str | Path, experiment: str) -> Path:
-    """The run of `experiment` whose resume state was written last."""
+def find_latest_run(output_root: str | Path, experiment: str, needs: str = f"{RESUME_DIRNAME}/{TRAINER_STATE}") -> Path:
+    """`latest`, for every entry: the run of `experiment` whose file `needs` (the one the entry reads, relative
+    to the run dir: the resume state, best.pt, metrics.jsonl) was written last."""
     root = Path(output_root) / experiment
-    runs = [p.parent.parent for p in root.glob(f"*/{RESUME_DIRNAME}/{TRAINER_STATE}")]
-    if not runs:
-        raise FileNotFoundError(
-            f"resume=latest: no run with resume state under {root}/ (looked for */{RESUME_DIRNAME}/{TRAINER_STATE}). "
-            "Start a run first, or pass resume=<run_dir>."
-        )
-    return max(runs, key=lambda p: (p / RESUME_DIRNAME / TRAINER_STATE).stat().st_mtime)
+    files = list(root.glob(f"*/{needs}"))
+    if not files:
+        raise FileNotFoundError(f"latest: no run with {needs} under {root}/ (looked for {root}/*/{needs}); "
+                                f"train one first (python train.py experiment={experiment}) or name the run dir")
+    latest = max(files, key=lambda f: f.stat().st_mtime)
+    return latest.parents[len(Path(needs).parts) - 1]
 
 
 def resolve_resume_dir(resume: str | None, output_root: str | Path, experiment: str) -> Path | None:
@@ -56,7 +56,7 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
     extra: list[str] = []
     resume = next((a.split("=", 1)[1] for a in overrides if a.startswith("resume=")), None)
     if resume and resume != "null":
-        from action_decoder.config import load_config  # compose once to learn output_root / experiment
+        from action_decoder.config import load_config, upgrade_override  # compose once to learn output_root / experiment
 
         cfg = load_config(overrides)
         run_dir = resolve_resume_dir(resume, cfg.output_root, cfg.experiment_name)
@@ -65,7 +65,7 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
         # rebuild the same model and data); overrides given now come later and win.
         saved = run_dir / ".hydra" / "overrides.yaml"
         if saved.is_file():
-            argv = [argv[0], *[str(o) for o in OmegaConf.load(saved)], *argv[1:]]
+            argv = [argv[0], *[upgrade_override(str(o)) for o in OmegaConf.load(saved)], *argv[1:]]
         # Hydra would rewrite the run's .hydra/ before the resume is checked; the loop records the overrides
         # itself once the resume is accepted, so a refused attempt leaves the run untouched.
         extra.append("hydra.output_subdir=null")

@@ -1,0 +1,56 @@
+"""The training loop's metrics log, `metrics.jsonl` in a run dir: reading it.
+
+The metrics log (written by the training loop, one JSON object a line) holds three kinds of records:
+  split "train"       per logged step: epoch, step, stage, lr, loss {total, action, key, modifier, click, ...}
+  split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
+  split "val"         per epoch: validation loss {...} and metrics {...}
+Curriculum stage switches show as the `stage` field changing between epochs; every plot marks them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Records of a metrics log; `path` is the file or the run directory holding `metrics.jsonl`.
+
+    A malformed line is an error naming file and line, except a cut-off LAST line (a run killed while
+    writing), which is skipped with a warning so the rest of the run still plots.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics log at {path}")
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: skipped cut-off last line ({err.msg})", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{i + 1}: not a JSON object: {err.msg}") from None
+        if not isinstance(rec, dict) or "split" not in rec:
+            raise ValueError(f"{path}:{i + 1}: expected a JSON object with a 'split' field")
+        records.append(rec)
+    return records
+
+
+def epoch_records(records: Iterable[dict], split: str) -> list[dict]:
+    """One record per epoch of `split`, sorted; a resumed run that logged an epoch twice keeps the last."""
+    by_epoch: dict[int, dict] = {}
+    for rec in records:
+        if rec.get("split") == split and rec.get("epoch") is not None:
+            by_epoch[int(rec["epoch"])] = rec
+    return [by_epoch[e] for e in sorted(by_epoch)]
