@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from omegaconf import OmegaConf
+
 from action_decoder.config import load_config
 from action_decoder.data.events import DataFormatError
 from action_decoder.data.importer import format_summary, prepare_dataset
@@ -19,6 +21,10 @@ from action_decoder.data.vocab import LabelVocab
 
 def main(argv: list[str]) -> int:
     cfg = load_config(argv)
+    if OmegaConf.is_list(cfg.data.prepared_dir):  # a training mix (data=synthetic_desktop) reads prepared sets
+        print("error: data.prepared_dir lists several prepared datasets (a training mix); prepare each with its "
+              "own preset: python scripts/prepare_data.py data=synthetic (or data=desktop, ...)", file=sys.stderr)
+        return 1
     try:
         summary = prepare_dataset(cfg.data.recordings_dir, cfg.data.prepared_dir, cfg.data.sample_fps,
                                   cfg.data.val_fraction, cfg.data.test_fraction, LabelVocab.from_config(cfg.labels),

@@ -248,3 +248,33 @@ def dict_cfg(cfg, **overrides):
     from omegaconf import OmegaConf
 
     return OmegaConf.merge(cfg.data, overrides)
+
+
+def test_several_prepared_dirs_are_read_as_one_split(episodes, cfg, tok, tmp_path):
+    """data.prepared_dir: [a, b] (data=synthetic_desktop): both datasets' episodes, in order, frames of
+    different screen sizes resized to the same image_size, normalized clicks kept; a colliding id is named."""
+    _, a, b, _ = episodes
+    wide = make_episode(write_test_video(tmp_path / "wide.mp4", 40, width=96, height=60), 20, episode_id="wide",
+                        screen=(96, 60))
+    wide["action"][6], wide["click"][6] = "click", [0.5, 0.25]
+    write_jsonl(tmp_path / "one" / "train.jsonl", [a, b])
+    write_jsonl(tmp_path / "two" / "train.jsonl", [wide])
+    data = dict_cfg(cfg, prepared_dir=[str(tmp_path / "one"), str(tmp_path / "two")], clip_len=4, clip_stride=4)
+    ds = build_clip_dataset(cfg, "train", tok, data_cfg=data)
+    assert [ep.id for ep in ds.episodes] == ["a", "b", "wide"] and ds.num_episodes == 3
+    alone = [build_clip_dataset(cfg, "train", tok, data_cfg=dict_cfg(cfg, prepared_dir=str(tmp_path / d),
+                                                                      clip_len=4, clip_stride=4))
+             for d in ("one", "two")]
+    assert len(ds) == len(alone[0]) + len(alone[1])
+    first_wide = next(i for i in range(len(ds)) if ds.clip_id(i).startswith("wide@"))
+    item, item_a = ds[first_wide + 1], ds[0]  # frames 4-7 of "wide" hold its click at frame 6
+    assert item["pixels"].shape == item_a["pixels"].shape == (4, 3, *cfg.backbone.vision.image_size)
+    assert item["click_mask"].tolist() == [False, False, True, False]
+    torch.testing.assert_close(item["click_xy"][2], torch.tensor([0.5, 0.25]))
+
+    write_jsonl(tmp_path / "two" / "train.jsonl", [wide, {**a, "prompt": "same id"}])
+    with pytest.raises(EpisodeFormatError, match=r"two/train\.jsonl:2: episode id 'a' already used at .*one/train\.jsonl:1"):
+        build_clip_dataset(cfg, "train", tok, data_cfg=data)
+    write_jsonl(tmp_path / "one" / "val.jsonl", [b])
+    with pytest.raises(FileNotFoundError, match=r"two/val\.jsonl not found"):  # each listed dir needs the split
+        build_clip_dataset(cfg, "val", tok, data_cfg=data)

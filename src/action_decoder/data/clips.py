@@ -6,7 +6,8 @@ a new clip every `clip_stride` frames; an item decodes only that clip's `frame_i
 (validation, eval.py) the windows cover each sampled frame of each episode exactly once: see
 `scoring_windows`. `collate_clips` pads a list of
 items into the batch of data/README.md §3. `build_clip_dataset(cfg, split, tokenizer)` wires it
-to the config.
+to the config; `data.prepared_dir` may list several prepared datasets, whose split files are read
+as one (`data=synthetic_desktop`).
 
 Everything that does not depend on the pixels (label ids, prompt and transcript tokens, the clip
 index) is computed once at construction and held in numpy arrays, so items do no text work and
@@ -64,6 +65,9 @@ class _Episode:
 class ClipDataset(Dataset):
     """Clips of prepared episodes; `dataset[i]` is one clip's item dict, or None if its video is corrupt.
 
+    `episodes`: a prepared `<split>.jsonl`, several of them (read in order, as one split), or episode dicts.
+    Episode ids must be unique across them: evaluation groups a clip's frames into events by episode id.
+
     Counters for the run summary: `num_episodes`, `short_episodes` (fewer sampled frames than
     `clip_len`: no clip), `filtered_episodes` (tags filter), `filtered_clips` (actions filter),
     `truncated_prompts`, `truncated_transcript_frames`, and `skipped` (items whose video failed to
@@ -72,7 +76,7 @@ class ClipDataset(Dataset):
 
     def __init__(
         self,
-        episodes: str | os.PathLike | Sequence[Mapping[str, Any]],
+        episodes: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Mapping[str, Any]],
         clip_len: int,
         clip_stride: int,
         image_size: int | Sequence[int],
@@ -114,8 +118,13 @@ class ClipDataset(Dataset):
         self.num_episodes = len(raw)
         self.filtered_episodes = 0
         kept: list[tuple[str, dict]] = []
+        first_seen: dict[str, str] = {}
         for src, ep in raw:
             _check_fields(src, ep)
+            seen = first_seen.setdefault(str(ep["id"]), src)
+            if seen != src:
+                raise EpisodeFormatError(f"{src}: episode id {ep['id']!r} already used at {seen}; ids must be "
+                                         "unique within a split, across all prepared dirs read together")
             if tag_filter and not tag_filter.intersection(ep.get("tags") or []):
                 self.filtered_episodes += 1
                 continue
@@ -325,18 +334,19 @@ def collate_clips(items: Iterable[dict[str, Any] | None], pad_id: int) -> dict[s
 
 def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | None = None,
                        every_frame_once: bool = False) -> ClipDataset:
-    """ClipDataset over `<data.prepared_dir>/<split>.jsonl`, shaped by cfg.data (or a curriculum
-    stage's merged `data_cfg`), cfg.backbone.vision (image size, mean/std) and cfg.labels.
-    every_frame_once: evaluation windows (each sampled frame scored once, no clip filters)."""
+    """ClipDataset over `<data.prepared_dir>/<split>.jsonl` (each listed prepared dir's, concatenated),
+    shaped by cfg.data (or a curriculum stage's merged `data_cfg`), cfg.backbone.vision (image size,
+    mean/std) and cfg.labels. every_frame_once: evaluation windows (each sampled frame scored once, no clip filters)."""
     data = data_cfg if data_cfg is not None else cfg.data
-    path = Path(data.prepared_dir) / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: prepare the dataset first with `{PREPARE_COMMAND}` "
-            f"(or point data.prepared_dir at a folder holding {split}.jsonl)")
+    paths = split_files(data, split)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: prepare the dataset first with `{PREPARE_COMMAND}` "
+                f"(or point data.prepared_dir at a folder holding {split}.jsonl)")
     vision = cfg.backbone.vision
     return ClipDataset(
-        path,
+        paths,
         clip_len=int(data.clip_len),
         clip_stride=int(data.clip_stride),
         image_size=vision.image_size if isinstance(vision.image_size, int) else list(vision.image_size),
@@ -351,6 +361,20 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
         decode_threads=_decode_threads(data),
         every_frame_once=every_frame_once,
     )
+
+
+def prepared_dirs(data: Any) -> list[Path]:
+    """data.prepared_dir as a list: one folder, or the several of a multi-dataset preset (data=synthetic_desktop)."""
+    value = data.prepared_dir
+    dirs = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    if not dirs:
+        raise ValueError("data.prepared_dir is an empty list: give a prepared folder or a list of them")
+    return [Path(d) for d in dirs]
+
+
+def split_files(data: Any, split: str) -> list[Path]:
+    """`<prepared dir>/<split>.jsonl` of every prepared dir of `data`, in order."""
+    return [d / f"{split}.jsonl" for d in prepared_dirs(data)]
 
 
 def scoring_windows(num_frames: int, clip_len: int, stride: int) -> list[tuple[int, int, int]]:
@@ -387,9 +411,13 @@ def _decode_threads(data: Any) -> int:
 
 
 def _iter_episodes(episodes) -> Iterable[tuple[str, dict]]:
-    """(source "file:line" or "episodes[i]", episode dict) pairs."""
-    if isinstance(episodes, (str, os.PathLike)):
-        path = Path(episodes)
+    """(source "file:line" or "episodes[i]", episode dict) pairs, from one jsonl, several in order, or dicts."""
+    episodes = [episodes] if isinstance(episodes, (str, os.PathLike)) else list(episodes)
+    if not all(isinstance(e, (str, os.PathLike)) for e in episodes):
+        for i, ep in enumerate(episodes):
+            yield f"episodes[{i}]", dict(ep)
+        return
+    for path in map(Path, episodes):
         with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -402,9 +430,6 @@ def _iter_episodes(episodes) -> Iterable[tuple[str, dict]]:
                 if not isinstance(ep, dict):
                     raise EpisodeFormatError(f"{src}: expected a JSON object, got {type(ep).__name__}")
                 yield src, ep
-    else:
-        for i, ep in enumerate(episodes):
-            yield f"episodes[{i}]", dict(ep)
 
 
 def _check_fields(src: str, ep: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
-from action_decoder.data.clips import build_clip_dataset
+from action_decoder.data.clips import build_clip_dataset, prepared_dirs
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
@@ -32,6 +32,11 @@ def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = N
 
 def _prepare(path: Path, split: str, data_overrides: dict | None, event_tolerance: int | None = None):
     model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
+    dirs = prepared_dirs(cfg.data)
+    if len(dirs) > 1:  # a run trained on several datasets: each is scored (and its eval dir named) on its own
+        raise ValueError(f"{path} was trained on {len(dirs)} prepared datasets ({', '.join(map(str, dirs))}); "
+                         "eval.py scores one at a time: add data.prepared_dir=<one of them>")
+    cfg.data.prepared_dir = str(dirs[0])
     cfg.train.max_val_steps = None  # evaluate the whole split
     if event_tolerance is not None:
         cfg.eval = OmegaConf.merge(cfg.get("eval") or {}, {"event_tolerance": int(event_tolerance)})

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from action_decoder.data.clips import build_clip_dataset, collate_clips
+from action_decoder.data.clips import build_clip_dataset, collate_clips, split_files
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.data.vocab import IGNORE_INDEX
 from action_decoder.evaluation.events import EpisodeFrames
@@ -196,9 +196,9 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
             raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
                              f"{accelerator.num_processes} processes; make more recordings or lower train.batch_size")
 
-    split_files = sorted({Path(s.data.prepared_dir) / f"{split}.jsonl" for s in stages for split in ("train", "val")})
+    data_files = sorted({f for s in stages for split in ("train", "val") for f in split_files(s.data, split)})
     state = TrainState(stage=stages[0].name, layout=RunLayout.of(
-        accelerator.num_processes, tc.batch_size, tc.grad_accum, split_files))
+        accelerator.num_processes, tc.batch_size, tc.grad_accum, data_files))
     if resume_dir is not None:  # before anything is built: the saved data position must mean the same clips
         saved = ckpt.read_trainer_state(run_dir).get("layout")
         changes = state.layout.changes_from(RunLayout(**saved)) if saved else []
