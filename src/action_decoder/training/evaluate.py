@@ -51,14 +51,28 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
                       f"{untrained} was 0: those heads never trained and their scores are not the model's",
                       UntrainedHeadWarning, stacklevel=2)
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
-    # The loss as in training (class weights from the training split when loss.class_balance is on).
-    train_set = build_clip_dataset(cfg, "train", tokenizer, data_cfg=stage.data) if cfg.loss.get("class_balance") else None
-    loss_fn = build_loss(cfg.loss, stage.loss_weights, class_counts(cfg, train_set))
+    loss_fn = build_loss(cfg.loss, stage.loss_weights, _training_class_counts(path, cfg, ckpt, stage, tokenizer))
 
     def run():
         return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
 
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
+
+
+def _training_class_counts(path: Path, cfg, ckpt, stage, tokenizer) -> dict | None:
+    """The class weights of the loss as in training (loss.class_balance): counted on the run's own training split,
+    not on the dataset being scored, which may have no train split at all. Where the run's data is gone, the
+    reported losses are unweighted (the metrics do not depend on it)."""
+    if not cfg.loss.get("class_balance"):
+        return None
+    trained = OmegaConf.create(ckpt["config"])
+    try:
+        return class_counts(cfg, build_clip_dataset(trained, "train", tokenizer, data_cfg=stage.data))
+    except FileNotFoundError as err:
+        warnings.warn(f"{path}: the training split it was trained on is not here ({err}); eval losses are "
+                      "reported without loss.class_balance weights (metrics are unaffected)", stacklevel=3)
+        cfg.loss.class_balance = 0.0
+        return None
 
 
 class UntrainedHeadWarning(UserWarning):
