@@ -33,7 +33,7 @@ PLATFORMS = ("Darwin", "Linux", "Windows")
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The `data.synthetic` config block (conf/data/synthetic.yaml documents each knob; defaults mirror it)."""
-    num_recordings: int = 400
+    num_recordings: int = 600
     width: int = 320
     height: int = 200
     fps: int = 10
