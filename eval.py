@@ -22,7 +22,7 @@ def score_checkpoint(cfg: DictConfig) -> None:
     from action_decoder.evaluation.events import EVENT_TYPES
     from action_decoder.evaluation.plots import plot_confusion
     from action_decoder.evaluation.report import write_eval_markdown
-    from action_decoder.training.evaluate import evaluate_checkpoint
+    from action_decoder.evaluation.evaluate import evaluate_checkpoint
 
     ckpt = _checkpoint(cfg)
     result, out_dir = evaluate_checkpoint(ckpt, cfg.split, OmegaConf.to_container(cfg.data),
@@ -49,7 +49,7 @@ def score_checkpoint(cfg: DictConfig) -> None:
 def sweep_eof(cfg: DictConfig) -> None:
     """eof_thresholds=: the checkpoint's transcript metrics at each speak/silent threshold."""
     from action_decoder.evaluation.plots import plot_eof_threshold
-    from action_decoder.training.evaluate import sweep_eof_threshold
+    from action_decoder.evaluation.evaluate import sweep_eof_threshold
 
     rows, out_dir = sweep_eof_threshold(_checkpoint(cfg), cfg.split, list(cfg.eof_thresholds),
                                         OmegaConf.to_container(cfg.data))

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from action_decoder.config import load_config
 from action_decoder.data.importer import probe_video
 from action_decoder.data.labels import sampled_frames
-from action_decoder.data.synthetic import SyntheticConfig, generate_recordings
+from action_decoder.recorders.synthetic.recorder import SyntheticConfig, generate_recordings
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.data.video import read_frames
 from action_decoder.inference.annotate import Annotator, annotate_recording, find_inputs

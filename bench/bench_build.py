@@ -39,7 +39,7 @@ def child(path: str, overrides: list[str]) -> dict:
     import torch
 
     from action_decoder.config import load_config
-    from action_decoder.models import text_encoder
+    from action_decoder.models.towers import text_encoder
     from action_decoder.models.build import build_model
 
     cfg = load_config(overrides)

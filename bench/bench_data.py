@@ -239,7 +239,7 @@ def rss_growth(ds: ClipDataset, reads: int, warmup: int, every: int) -> dict:
 # ---- tokenizer ----------------------------------------------------------------------------------
 
 def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int) -> dict:
-    from action_decoder.models.text_encoder import qwen3_config_from_cfg
+    from action_decoder.models.towers.text_encoder import qwen3_config_from_cfg
     from transformers import Qwen3ForCausalLM
 
     out: dict = {}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from action_decoder.models.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from action_decoder.models.towers.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 
 VARIANTS = ("eager", "sdpa", "sdpa_ckpt")
 BASELINE = "eager"

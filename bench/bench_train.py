@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from action_decoder.config import load_config  # noqa: E402
 from action_decoder.data.clips import build_clip_dataset, collate_clips  # noqa: E402
 from action_decoder.data.importer import prepare_dataset  # noqa: E402
-from action_decoder.data.synthetic import SyntheticConfig, generate_recordings  # noqa: E402
+from action_decoder.recorders.synthetic.recorder import SyntheticConfig, generate_recordings  # noqa: E402
 from action_decoder.data.tokenizer import build_tokenizer  # noqa: E402
 from action_decoder.data.vocab import LabelVocab  # noqa: E402
 from action_decoder.models.build import build_model  # noqa: E402

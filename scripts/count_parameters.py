@@ -16,7 +16,7 @@ from pathlib import Path
 
 from action_decoder.config import load_config
 from action_decoder.models.build import build_model
-from action_decoder.models.lora import is_lora_parameter
+from action_decoder.models.towers.lora import is_lora_parameter
 
 
 def count(model) -> dict[str, int]:

@@ -11,7 +11,7 @@ import sys
 import time
 
 from action_decoder.config import load_config
-from action_decoder.data.synthetic import SyntheticConfig, generate_recordings, stale_recordings
+from action_decoder.recorders.synthetic.recorder import SyntheticConfig, generate_recordings, stale_recordings
 
 
 def main(argv: list[str]) -> None:

@@ -5,7 +5,7 @@
 
 Writes the published layouts (encoder: config.json + model.safetensors; Qwen3: save_pretrained) and a
 pretrain_report.json with the held-out probe metrics. Towers already made with the same settings are
-reused (delete the folder to remake them). Objectives and why: training/pretrain_towers.py.
+reused (delete the folder to remake them). Objectives and why: pretraining/towers.py.
 Overrides use Hydra syntax on the root config; knobs are in conf/backbone/tiny.yaml under `pretrain`.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from action_decoder.config import load_config
 from action_decoder.data.tokenizer import build_tokenizer
-from action_decoder.training.pretrain_towers import pretrain_towers
+from action_decoder.pretraining.towers import pretrain_towers
 
 
 def main(argv: list[str]) -> None:

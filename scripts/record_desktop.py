@@ -14,7 +14,7 @@ import sys
 import time
 
 from action_decoder.config import load_config
-from action_decoder.data.desktop_recorder import DesktopConfig, missing_tools, record_recordings
+from action_decoder.recorders.desktop import DesktopConfig, missing_tools, record_recordings
 
 
 def main(argv: list[str]) -> int:

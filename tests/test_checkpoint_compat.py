@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from action_decoder.config import load_config, upgrade_override
 from action_decoder.models.losses import transcript_loss
 from action_decoder.training.checkpoint import FORMAT_VERSION, config_mismatches
-from action_decoder.training.evaluate import load_model_from_checkpoint
+from action_decoder.evaluation.evaluate import load_model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_v1"
 

@@ -13,7 +13,7 @@ import decord
 import numpy as np
 import pytest
 
-from action_decoder.data.desktop_recorder import TASKS, missing_tools
+from action_decoder.recorders.desktop import TASKS, missing_tools
 from tests.conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -63,7 +63,7 @@ def test_two_processes_train_in_step_into_one_run_dir(mode, request):
                                                                               "random_states_1.pkl"}
     assert not (run / "resume.tmp").exists() and not (run / "resume.old").exists()
 
-    from action_decoder.training.evaluate import load_model_from_checkpoint
+    from action_decoder.evaluation.evaluate import load_model_from_checkpoint
     model, *_ = load_model_from_checkpoint(run / "best.pt")
     best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     assert set(model.trainable_state_dict()) == set(best["state"])

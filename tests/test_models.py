@@ -10,10 +10,10 @@ from action_decoder.config import load_config
 from tests.conftest import RANDOM_TOWERS
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
-from action_decoder.models.lora import is_lora_parameter
+from action_decoder.models.towers.lora import is_lora_parameter
 from action_decoder.models.losses import build_loss
 from action_decoder.models.outputs import Outputs, decode_click_xy
-from action_decoder.models.text_encoder import build_text_model, load_qwen3, prompt_features
+from action_decoder.models.towers.text_encoder import build_text_model, load_qwen3, prompt_features
 
 # Smaller than backbone=tiny so each build + step takes well under a second: 32 px frames of
 # 8 px patches = 4 x 4 tokens a frame.

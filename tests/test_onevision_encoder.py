@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from action_decoder.models.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from action_decoder.models.towers.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
 from action_decoder.models.visible_tokens import select_visible_tokens
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -309,7 +309,7 @@ def test_from_pretrained_rejects_a_checkpoint_with_missing_keys(tmp_path, fixtur
 
 def test_from_pretrained_offline_hub_id_fails_fast_with_instructions(tmp_path):
     code = (
-        "from action_decoder.models.onevision_encoder import OneVisionEncoder\n"
+        "from action_decoder.models.towers.onevision_encoder import OneVisionEncoder\n"
         "try:\n"
         "    OneVisionEncoder.from_pretrained('no-such-owner/no-such-encoder')\n"
         "except OSError as e:\n"

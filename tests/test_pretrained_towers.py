@@ -15,10 +15,10 @@ from safetensors.torch import load_file, save_file
 from action_decoder.config import load_config
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
-from action_decoder.models.fingerprint import tower_fingerprint
-from action_decoder.models.lora import is_lora_parameter
-from action_decoder.models.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
-from action_decoder.training.pretrain_towers import GLYPH_ID, GlyphDesktop
+from action_decoder.models.towers.fingerprint import tower_fingerprint
+from action_decoder.models.towers.lora import is_lora_parameter
+from action_decoder.models.towers.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from action_decoder.pretraining.towers import GLYPH_ID, GlyphDesktop
 from tests.conftest import REPO, only_run_dir, run_cli, run_eval, run_train
 
 # Pretraining in seconds: a few recordings and steps, a small non-square frame (4 x 6 patches of 8 px).
@@ -121,7 +121,7 @@ def test_towers_changed_after_training_are_refused(towers, tmp_path):
 
 def test_glyph_labels_sit_on_the_drawn_characters():
     """The glyph probe's labels: every recorded character centre lies on ink of the rendered UI."""
-    from action_decoder.data.synthetic import SyntheticConfig, plan_recording
+    from action_decoder.recorders.synthetic.recorder import SyntheticConfig, plan_recording
 
     plan = plan_recording(3, SyntheticConfig(seed=9001))
     desk = GlyphDesktop(plan.layout)

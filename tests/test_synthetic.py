@@ -15,10 +15,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageDraw
 
 from action_decoder.config import load_config
-from action_decoder.data.synthetic import (SyntheticConfig, generate_recording, generate_recordings,
+from action_decoder.recorders.synthetic.recorder import (SyntheticConfig, generate_recording, generate_recordings,
                                            plan_recording, write_recording)
-from action_decoder.data.synthetic_scene import CURSOR_SHAPE, Desktop
-from action_decoder.data.synthetic_tasks import TASKS, VARIANTS
+from action_decoder.recorders.synthetic.scene import CURSOR_SHAPE, Desktop
+from action_decoder.recorders.synthetic.tasks import TASKS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = SyntheticConfig(num_recordings=4, duration=6.0, pause_fraction=0.0, seed=3)

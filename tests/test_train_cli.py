@@ -57,7 +57,7 @@ def test_train_writes_one_complete_run_dir(trained_run, tmp_path):
     state = trainer_state(run)
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 6)
     # the best checkpoint's weights rebuild the model strictly
-    from action_decoder.training.evaluate import load_model_from_checkpoint
+    from action_decoder.evaluation.evaluate import load_model_from_checkpoint
     model, *_ = load_model_from_checkpoint(run / "best.pt")
     assert set(model.trainable_state_dict()) == set(best["state"])
 

@@ -35,7 +35,7 @@ from action_decoder.data.video import DEFAULT_READER, VideoDecodeError, read_fra
 from action_decoder.data.vocab import LabelVocab
 from action_decoder.evaluation.events import POINT_TYPES, EventCounts, frames_to_events
 from action_decoder.models.build import image_hw
-from action_decoder.training.evaluate import load_model_from_checkpoint
+from action_decoder.evaluation.evaluate import load_model_from_checkpoint
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 KEY_ACTIONS = ("type", "key", "hotkey")          # where the key head applies (data/README.md rule 12)

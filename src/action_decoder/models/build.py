@@ -18,10 +18,10 @@ from action_decoder.config import plain
 
 from .config import DecoderConfig
 from .decoder import TaskAwareDecoder
-from .fingerprint import tower_fingerprint
-from .lora import apply_tower_lora
-from .onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
-from .text_encoder import build_text_model
+from .towers.fingerprint import tower_fingerprint
+from .towers.lora import apply_tower_lora
+from .towers.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from .towers.text_encoder import build_text_model
 from .transcript import TranscriptConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -33,11 +33,11 @@ from torch import nn
 from .config import DecoderConfig
 from .heads import FrameHeads
 from .layers import FourierXY
-from .lora import is_lora_parameter
-from .onevision_encoder import OneVisionEncoder
+from .towers.lora import is_lora_parameter
+from .towers.onevision_encoder import OneVisionEncoder
 from .outputs import Features, Outputs
 from .streaming import FrameStep, stream
-from .text_encoder import prompt_features
+from .towers.text_encoder import prompt_features
 from .transcript import TranscriptConfig, TranscriptDecoder
 from .trunk import FrameTrunk
 from .visible_tokens import select_visible_tokens

@@ -1,6 +1,6 @@
 """A small synthetic desktop: a seeded layout, the app logic that reacts to input events, and its renderer.
 
-The scripted user (synthetic_tasks.py) only produces DuckTrack input events; the desktop here reacts to
+The scripted user (tasks.py) only produces DuckTrack input events; the desktop here reacts to
 those events the way a real app would (a press on a button presses it, a character goes into the focused
 field, a wheel notch scrolls the list). So every trace in the video follows from the event log, and the
 two cannot disagree.

@@ -13,19 +13,18 @@ whatever the number of workers.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
-from action_decoder.data.synthetic_scene import Desktop, Layout
-from action_decoder.data.synthetic_tasks import TASK_FUNCS, TASKS, VARIANTS, Script, fill
+from action_decoder.recorders import common
+from action_decoder.recorders.common import config_from_node
+from action_decoder.recorders.synthetic.scene import Desktop, Layout
+from action_decoder.recorders.synthetic.tasks import TASK_FUNCS, TASKS, VARIANTS, Script, fill
 
 PLATFORMS = ("Darwin", "Linux", "Windows")
 
@@ -187,11 +186,6 @@ def _tidy_cues(cues: list, video_len: float) -> list:
     return out
 
 
-def _srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
 def render_frames(plan: Plan):
     """Yield the video frames: frame k is the screen at video time k / fps (events at or before it applied)."""
     desk = Desktop(plan.layout)
@@ -224,7 +218,7 @@ def _write_video(path: Path, plan: Plan, crf: int, threads: int) -> None:
 
 
 def recording_id(index: int) -> str:
-    return f"syn_{index:05d}"
+    return common.recording_id("syn", index)
 
 
 def write_recording(out_root: str | Path, plan: Plan, cfg: SyntheticConfig, threads: int = 0) -> Path:
@@ -232,9 +226,7 @@ def write_recording(out_root: str | Path, plan: Plan, cfg: SyntheticConfig, thre
     interrupted run never leaves a half recording for the importer."""
     out_root = Path(out_root)
     final = out_root / recording_id(plan.index)
-    tmp = out_root / f".{recording_id(plan.index)}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = common.staging_dir(final)
     L = plan.layout
 
     lines = [json.dumps(ev) for ev in plan.timed_events()]
@@ -260,13 +252,10 @@ def write_recording(out_root: str | Path, plan: Plan, cfg: SyntheticConfig, thre
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / "task.txt").write_text(plan.prompt + "\n")
-    srt = [f"{k + 1}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n" for k, (a, b, text) in enumerate(plan.cues)]
-    (tmp / "narration.srt").write_text("\n".join(srt))
+    common.write_srt(tmp / "narration.srt", plan.cues)
     _write_video(tmp / "video.mp4", plan, cfg.crf, threads)
 
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+    return common.finish(tmp, final)
 
 
 def generate_recording(out_root: str | Path, index: int, cfg: SyntheticConfig, task: str | None = None,
@@ -288,21 +277,7 @@ def generate_recordings(out_root: str | Path, cfg: SyntheticConfig, progress: bo
     workers = max(1, min(cfg.resolved_workers(), n))
     # one x264 thread per process when processes already fill the cores; else let x264 choose
     jobs = [(str(out_root), i, cfg, 1 if workers > 1 else 0) for i in range(n)]
-    bar = tqdm(total=n, desc="synthetic recordings", unit="rec", disable=not progress)
-    done: list[Path] = []
-    try:
-        if workers == 1:
-            for job in jobs:
-                done.append(Path(_job(job)))
-                bar.update()
-        else:
-            with mp.get_context().Pool(workers) as pool:
-                for p in pool.imap_unordered(_job, jobs, chunksize=1):
-                    done.append(Path(p))
-                    bar.update()
-    finally:
-        bar.close()
-    return sorted(done)
+    return sorted(Path(p) for p in common.run_jobs(_job, jobs, workers, "synthetic recordings", progress))
 
 
 def stale_recordings(out_root: str | Path, num_recordings: int) -> list[Path]:
@@ -321,13 +296,3 @@ def stale_recordings(out_root: str | Path, num_recordings: int) -> list[Path]:
 __all__ = ["SyntheticConfig", "Plan", "plan_recording", "write_recording", "generate_recording",
            "generate_recordings", "render_frames", "recording_id", "stale_recordings", "TASKS", "VARIANTS"]
 
-
-def config_from_node(cls, node, where: str):
-    """A config dataclass from an OmegaConf node or dict; a key it does not know is an error naming `where`."""
-    from omegaconf import OmegaConf
-    d = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    known = {f.name for f in fields(cls)}
-    extra = sorted(set(d) - known)
-    if extra:
-        raise ValueError(f"unknown keys in {where}: {extra}; known: {sorted(known)}")
-    return cls(**d)

@@ -285,7 +285,7 @@ class OneVisionPoolingHead(nn.Module):
         D = config.hidden_size
         self.probe = nn.Parameter(torch.randn(1, 1, D))
         # LoRA note: MultiheadAttention reads out_proj.weight directly, so a peft wrapper on
-        # head.attention.out_proj would get no gradient; models/lora.py scopes targets around it.
+        # head.attention.out_proj would get no gradient; models/towers/lora.py scopes targets around it.
         self.attention = nn.MultiheadAttention(D, config.num_attention_heads, batch_first=True)
         self.norm = nn.RMSNorm(D, eps=config.layer_norm_eps)  # always RMSNorm, whatever layer_norm_type
         self.mlp = OneVisionMLP(config)

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from action_decoder.data.frames import preprocess_frames
-from action_decoder.data.synthetic import SyntheticConfig, plan_recording
-from action_decoder.data.synthetic_scene import Desktop
+from action_decoder.recorders.synthetic.recorder import SyntheticConfig, plan_recording
+from action_decoder.recorders.synthetic.scene import Desktop
 from action_decoder.models.build import image_hw, vision_config_from_cfg
-from action_decoder.models.onevision_encoder import OneVisionEncoder
-from action_decoder.models.text_encoder import qwen3_config_from_cfg
+from action_decoder.models.towers.onevision_encoder import OneVisionEncoder
+from action_decoder.models.towers.text_encoder import qwen3_config_from_cfg
 
 GLYPHS = [chr(c) for c in range(33, 127)]  # printable ASCII without the space (nothing is drawn for it)
 GLYPH_ID = {c: i for i, c in enumerate(GLYPHS)}

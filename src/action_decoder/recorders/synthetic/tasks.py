@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from action_decoder.data.synthetic_scene import MENUS, Layout, Rect, centre
+from action_decoder.recorders.synthetic.scene import MENUS, Layout, Rect, centre
 
 TASKS = ("click_button", "double_click_item", "right_click_menu", "drag_item", "scroll_list", "type_text",
          "key_press", "hotkey")

@@ -1,0 +1,1 @@
+"""pretraining: the tiny towers pretrained on recorder frames, apart from the decoder training loop."""
