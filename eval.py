@@ -25,8 +25,10 @@ def score_checkpoint(cfg: DictConfig) -> None:
     from action_decoder.evaluation.evaluate import evaluate_checkpoint
 
     ckpt = _checkpoint(cfg)
+    prompt = str(cfg.eval.prompt).lower()  # eval.prompt=true arrives as a YAML boolean
     result, out_dir = evaluate_checkpoint(ckpt, cfg.split, OmegaConf.to_container(cfg.data),
-                                          event_tolerance=cfg.eval.event_tolerance)
+                                          event_tolerance=cfg.eval.event_tolerance, prompt=prompt,
+                                          tune_events=bool(cfg.tune_events))
     m = result["metrics"]
     plot_confusion(m["action_confusion"], m["action_names"], out_dir / "confusion.png")
     write_eval_markdown(result, out_dir / "eval.md")
@@ -37,6 +39,11 @@ def score_checkpoint(cfg: DictConfig) -> None:
     print(f"events (±{m['event_tolerance']} frames): f1={m['event_f1']} precision={m['event_precision']} "
           f"recall={m['event_recall']} on {m['event_n_true']} true events; " + " ".join(
               f"{t}={m[f'event_{t}_f1']:.3f}" for t in EVENT_TYPES if m[f"event_{t}_f1"] is not None))
+    a = result["event_argmax"]
+    rule = "tuned on this split and stored in the checkpoint" if result["tuned"] else (
+        "the checkpoint's" if result["event_rule"] else "none: per-frame argmax")
+    print(f"event rule: {rule}; per-frame argmax gives f1={a['event_f1']} precision={a['event_precision']} "
+          f"recall={a['event_recall']} (prompt: {result['prompt']})")
     if "transcript_cer" in m:
         print(f"transcripts: cer={m['transcript_cer']:.3f} wer={m['transcript_wer']:.3f} "
               f"exact={m['transcript_exact_match']:.3f} missed={m['transcript_missed_rate']:.3f} "

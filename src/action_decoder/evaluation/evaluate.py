@@ -6,11 +6,14 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from action_decoder.data.clips import build_clip_dataset, prepared_dirs
+from action_decoder.evaluation.decision import rule_of, store_rule, tune_event_rule
+from action_decoder.evaluation.events import EpisodeFrames
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
@@ -30,7 +33,8 @@ def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = N
     return model, tokenizer, cfg, ckpt
 
 
-def _prepare(path: Path, split: str, data_overrides: dict | None, event_tolerance: int | None = None):
+def _prepare(path: Path, split: str, data_overrides: dict | None, event_tolerance: int | None = None,
+             prompt: str = "true"):
     model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
     dirs = prepared_dirs(cfg.data)
     if len(dirs) > 1:  # a run trained on several datasets: each is scored (and its eval dir named) on its own
@@ -51,10 +55,12 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
                       f"{untrained} was 0: those heads never trained and their scores are not the model's",
                       UntrainedHeadWarning, stacklevel=2)
     dataset = build_clip_dataset(cfg, split, tokenizer, data_cfg=stage.data, every_frame_once=True)
+    ablate_prompts(dataset, prompt)
     loss_fn = build_loss(cfg.loss, stage.loss_weights, _training_class_counts(path, cfg, ckpt, stage, tokenizer))
 
-    def run():
-        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
+    def run(event_rule=None, frames=None):
+        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator,
+                        event_rule=event_rule, frames=frames)
 
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
 
@@ -79,27 +85,77 @@ class UntrainedHeadWarning(UserWarning):
     """An evaluated checkpoint comes from a curriculum stage in which a scored head had loss weight 0."""
 
 
-def eval_dir(path: Path, split: str, prepared_dir: str | Path) -> Path:
+def eval_dir(path: Path, split: str, prepared_dir: str | Path, prompt: str = "true") -> Path:
     """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>_<dataset>/`,
     <dataset> = the prepared dir's last two path parts joined by `-` (data/synthetic/prepared ->
-    synthetic-prepared), so scoring another dataset never overwrites this one's files."""
+    synthetic-prepared), so scoring another dataset never overwrites this one's files; a prompt ablation
+    (eval.prompt other than `true`) adds `_prompt-<mode>`."""
     parts = Path(prepared_dir).resolve().parts[-2:]
-    out = path.parent / "eval" / f"{path.stem}_{split}_{'-'.join(parts)}"
+    suffix = "" if prompt == "true" else f"_prompt-{prompt}"
+    out = path.parent / "eval" / f"{path.stem}_{split}_{'-'.join(parts)}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+PROMPT_MODES = ("true", "empty", "shuffled")
+
+
+def ablate_prompts(dataset, mode: str) -> None:
+    """eval.prompt: score with each episode's own prompt (`true`), with none (`empty`), or with another
+    episode's (`shuffled`: episodes in id order, each takes the prompt of the next one whose prompt differs
+    from its own, cyclically; deterministic, and no episode keeps its own text where another exists)."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"eval.prompt={mode!r}: use one of {', '.join(PROMPT_MODES)}")
+    if mode == "true":
+        return
+    eps = dataset.episodes
+    if mode == "empty":
+        for e in eps:
+            e.prompt_ids = e.prompt_ids[:0]
+        return
+    order = sorted(range(len(eps)), key=lambda i: eps[i].id)
+    own = [eps[i].prompt_ids for i in order]
+    for k, i in enumerate(order):
+        other = next((own[(k + j) % len(own)] for j in range(1, len(own))
+                      if not np.array_equal(own[(k + j) % len(own)], own[k])), own[k])
+        eps[i].prompt_ids = other
+
+
 def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | None = None,
-                        out_dir: str | Path | None = None, event_tolerance: int | None = None) -> tuple[dict, Path]:
-    """Write `<out_dir>/eval.json` (default `eval_dir(...)`) and return it."""
+                        out_dir: str | Path | None = None, event_tolerance: int | None = None,
+                        prompt: str = "true", tune_events: bool = False) -> tuple[dict, Path]:
+    """Write `<out_dir>/eval.json` (default `eval_dir(...)`) and return it.
+
+    Events are decided by the checkpoint's stored event rule (evaluation/decision.py; argmax without one);
+    `event_argmax` holds the argmax event scores of the same frames beside it. tune_events: tune the rule on
+    this split, store it in the checkpoint (key `event_rule`) and score with it. prompt: eval.prompt
+    (`ablate_prompts`)."""
     path = Path(path)
-    _, cfg, ckpt, dataset, run = _prepare(path, split, data_overrides, event_tolerance)
-    losses, summary = run()
+    model, cfg, ckpt, dataset, run = _prepare(path, split, data_overrides, event_tolerance, prompt)
+    rule = None if tune_events else rule_of(ckpt)
+    frames = EpisodeFrames()
+    losses, summary = run(event_rule=rule, frames=frames)
+    names = cfg.labels
+    tolerance = int(summary["event_tolerance"])
+    argmax = frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance).compute()
+    tuned = None
+    if tune_events:
+        if prompt != "true":
+            raise ValueError("tune_events tunes the rule the checkpoint keeps: use eval.prompt=true")
+        episodes = list(frames.episodes_with_probs(names["actions"], names["keys"], names["modifiers"]).values())
+        rule, base_f1, tuned_f1 = tune_event_rule(episodes, names["actions"], tolerance)
+        store_rule(path, rule, {"split": split, "prepared_dir": str(cfg.data.prepared_dir),
+                                "event_f1_argmax": base_f1, "event_f1": tuned_f1})
+        summary.update(frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance,
+                                           rule=rule).compute())
+        tuned = {"event_f1_argmax": base_f1, "event_f1": tuned_f1}
     result = {"checkpoint": str(path), "split": split, "prepared_dir": str(cfg.data.prepared_dir),
               "epoch": ckpt["epoch"], "stage": ckpt["stage"], "num_clips": len(dataset),
               "num_episodes": len(dataset.episodes), "skipped_clips": getattr(dataset, "skipped", 0),
-              "loss": losses, "metrics": summary}
-    out_dir = Path(out_dir) if out_dir else eval_dir(path, split, cfg.data.prepared_dir)
+              "prompt": prompt, "event_rule": None if rule is None else rule.as_dict(), "tuned": tuned,
+              "loss": losses, "metrics": summary,
+              "event_argmax": {k: v for k, v in argmax.items() if k.startswith("event_")}}
+    out_dir = Path(out_dir) if out_dir else eval_dir(path, split, cfg.data.prepared_dir, prompt)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
     return result, out_dir

@@ -214,6 +214,7 @@ class EpisodeFrames:
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []  # (episode id, frame, pred a, k, m, x, y, prob, true a, k, m, x, y, has click)
+        self.probs: list[list[float]] = []  # row i's action probabilities (for evaluation/decision.py)
 
     def add_batch(self, outputs, batch, keep: torch.Tensor) -> None:
         """keep [B]: clips this process counts (distributed padding repeats clips)."""
@@ -227,19 +228,33 @@ class EpisodeFrames:
                 batch["click_xy"][..., 0], batch["click_xy"][..., 1], batch["click_mask"]]
         cols = [c.detach().float().cpu() for c in cols]
         b_idx, t_idx = torch.nonzero(scored.cpu(), as_tuple=True)
+        all_probs = probs.detach().float().cpu()
         for b, t in zip(b_idx.tolist(), t_idx.tolist()):
             ep, start = batch["clip_id"][b].rsplit("@", 1)
             self.rows.append((ep, int(start) + t, *(c[b, t].item() for c in cols)))
+            self.probs.append(all_probs[b, t].tolist())
 
     def episodes(self, action_names, key_names, modifier_names) -> dict[str, tuple[dict, dict]]:
         """{episode id: (predicted frames, true frames)}, each a dict of per-frame name lists for
         `frames_to_events` (frames missing from the rows, e.g. a window whose video failed, are `none`)."""
+        return {ep: (pred, true) for ep, (_, pred, true) in
+                self.episodes_with_probs(action_names, key_names, modifier_names).items()}
+
+    def episodes_with_probs(self, action_names, key_names, modifier_names) -> dict[str, tuple]:
+        """{episode id: (action probabilities [T, A], predicted frames, true frames)}: what
+        evaluation/decision.py decides events from (frames missing from the rows have probability 1 on `none`)."""
         by_ep: dict[str, dict[int, tuple]] = {}
-        for row in self.rows:
+        probs_of: dict[str, dict[int, list[float]]] = {}
+        for row, p in zip(self.rows, self.probs):
             by_ep.setdefault(row[0], {})[row[1]] = row[2:]
+            probs_of.setdefault(row[0], {})[row[1]] = p
         out = {}
         for ep, frames in sorted(by_ep.items()):
             n = max(frames) + 1
+            probs = torch.zeros(n, len(action_names), dtype=torch.float64)
+            probs[:, list(action_names).index("none") if "none" in action_names else 0] = 1.0
+            for f, p in probs_of[ep].items():
+                probs[f] = torch.tensor(p, dtype=torch.float64)
             pred = {"action": ["none"] * n, "key": [None] * n, "modifier": [None] * n, "click": [None] * n,
                     "score": [0.0] * n}
             true = {"action": ["none"] * n, "key": [None] * n, "modifier": [None] * n, "click": [None] * n}
@@ -251,12 +266,19 @@ class EpisodeFrames:
                 true["key"][f] = key_names[int(tk)] if tk >= 0 else None
                 true["modifier"][f] = modifier_names[int(tm)] if tm >= 0 else None
                 true["click"][f] = (tx, ty) if tc else None
-            out[ep] = (pred, true)
+            out[ep] = (probs, pred, true)
         return out
 
-    def event_counts(self, action_names, key_names, modifier_names, tolerance: int) -> EventCounts:
+    def event_counts(self, action_names, key_names, modifier_names, tolerance: int, rule=None) -> EventCounts:
+        """Event counts of the gathered episodes; `rule` (an evaluation/decision.py EventRule) decides the
+        predicted actions from the probabilities, None = per-frame argmax."""
+        from action_decoder.evaluation.decision import decide_actions  # decision.py builds on this module
+
         counts = EventCounts(tolerance)
-        for pred, true in self.episodes(action_names, key_names, modifier_names).values():
+        for probs, pred, true in self.episodes_with_probs(action_names, key_names, modifier_names).values():
+            if rule is not None:
+                action, score = decide_actions(probs, action_names, rule)
+                pred = {**pred, "action": action, "score": score}
             counts.add(frames_to_events(**pred), frames_to_events(**true))
             counts.add_move_frames(pred["action"], true["action"])
         return counts

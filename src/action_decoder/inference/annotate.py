@@ -33,6 +33,7 @@ from action_decoder.data.importer import probe_video, read_prompt
 from action_decoder.data.labels import label_events, sampled_frames
 from action_decoder.data.video import DEFAULT_READER, VideoDecodeError, read_frames
 from action_decoder.data.vocab import LabelVocab
+from action_decoder.evaluation.decision import decide_actions, rule_of
 from action_decoder.evaluation.events import POINT_TYPES, EventCounts, frames_to_events
 from action_decoder.models.build import image_hw
 from action_decoder.evaluation.evaluate import load_model_from_checkpoint
@@ -80,7 +81,8 @@ class Annotator:
 
     def __init__(self, checkpoint: str | Path, device: torch.device, batch_size: int = 8,
                  reader: str = DEFAULT_READER) -> None:
-        model, tokenizer, cfg, _ = load_model_from_checkpoint(checkpoint)
+        model, tokenizer, cfg, ckpt = load_model_from_checkpoint(checkpoint)
+        self.event_rule = rule_of(ckpt)  # the event decision rule tuned on val (eval.py tune_events), if stored
         self.model = model.to(device).eval()
         self.tokenizer, self.cfg, self.device = tokenizer, cfg, device
         self.batch_size, self.reader = int(batch_size), reader
@@ -114,7 +116,7 @@ class Annotator:
         prompt_ids, prompt_mask = self.prompt(prompt)
         cache: dict[int, torch.Tensor] = {}  # preprocessed frames still needed: each is decoded once
         size = None
-        frames: list[dict | None] = [None] * n
+        heads_of: list[dict | None] = [None] * n
         windows = scoring_windows(n, self.clip_len, self.stride)
         for first in range(0, len(windows), self.batch_size):
             batch_windows = windows[first:first + self.batch_size]
@@ -139,7 +141,10 @@ class Annotator:
             heads = self._heads(pixels, prompt_ids.expand(B, -1), prompt_mask.expand(B, -1))
             for b, (start, lo, hi) in enumerate(batch_windows):
                 for t in range(lo, hi):
-                    frames[start + t] = self._frame(start + t, {k: v[b][t] for k, v in heads.items()})
+                    heads_of[start + t] = {k: v[b][t] for k, v in heads.items()}
+        actions, _ = decide_actions(torch.stack([h["action"] for h in heads_of]), self.names["actions"],
+                                    self.event_rule)
+        frames = [self._frame(f, h, a) for f, (h, a) in enumerate(zip(heads_of, actions))]
         return {"fps": info.fps, "width": size[0], "height": size[1], "frame_index": frame_index.tolist(),
                 "video_info": info, "frames": frames}
 
@@ -158,9 +163,9 @@ class Annotator:
                 "modifier": mod.argmax(-1).cpu(), "xy": xy.float().cpu(),
                 **({"text": texts} if texts is not None else {})}
 
-    def _frame(self, f: int, h: dict) -> dict:
-        a = int(h["action"].argmax())
-        action = self.names["actions"][a]
+    def _frame(self, f: int, h: dict, action: str) -> dict:
+        """One frames.jsonl row; `action` as decided by the event rule (argmax without one)."""
+        a = list(self.names["actions"]).index(action)
         row = {"frame": f, "t": round(f / self.sample_fps, 4), "action": action,
                "action_prob": round(float(h["action"][a]), 4)}
         if action in KEY_ACTIONS:

@@ -406,15 +406,18 @@ def class_counts(cfg, train_set) -> dict | None:
 
 
 @torch.no_grad()
-def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, should_stop=None):
+def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, should_stop=None, event_rule=None,
+             frames: EpisodeFrames | None = None):
     """Losses and metrics over `dataset`, built with `every_frame_once=True` so each sampled frame counts
     once (frames scored in another window carry -100 labels and `scored=False`). Per-frame metrics
     (ActionMetrics) and event metrics (evaluation/events.py, over whole episodes) in one summary.
     The training loop and eval.py both call this. None when `should_stop()` (a collective, checked between
-    batches) says so."""
+    batches) says so. `event_rule` (evaluation/decision.py) decides the events from the action probabilities
+    (None: per-frame argmax); `frames`, if given, collects the per-frame predictions (eval.py tunes the rule
+    on them)."""
     names = cfg.labels
     metrics = ActionMetrics(names["actions"], names["keys"], names["modifiers"], cfg.train.click_radius)
-    frames = EpisodeFrames()
+    frames = EpisodeFrames() if frames is None else frames
     loader = make_loader(dataset, cfg, stage.data, pad_id, epoch, accelerator, train=False)
     model.eval()
     sums = torch.zeros(0)
@@ -463,9 +466,10 @@ def validate(model, dataset, loss_fn, cfg, stage, pad_id, epoch, accelerator, sh
     metrics.load_state(_reduce_counts(accelerator, metrics))
     summary = metrics.compute()
     if accelerator.num_processes > 1:  # an episode's windows are spread over ranks: rebuild episodes on each
-        frames.rows = gather_object(frames.rows)
+        frames.rows, frames.probs = gather_object(frames.rows), gather_object(frames.probs)
     tolerance = int((cfg.get("eval") or {}).get("event_tolerance", 2))
-    summary.update(frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance).compute())
+    summary.update(frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance,
+                                       rule=event_rule).compute())
     return val_losses, summary
 
 
