@@ -244,6 +244,10 @@ def test_teacher_forced_token_accuracy_and_speak_auc():
     assert r["transcript_token_acc"] == pytest.approx(4 / 6)
     # silent p_eof 0.9 vs narrated 0.2 (ranked right) and 0.95 (ranked wrong) -> AUC 1/2
     assert r["transcript_speak_auc"] == pytest.approx(0.5)
+    # by position: silent eof 1/1; first tokens 1/2 (frame 1 right, frame 2 says eof); the one continuation
+    # token (frame 1 slot 1) wrong; closing eofs 2/2
+    assert r["transcript_silent_token_acc"] == 1.0 and r["transcript_first_token_acc"] == pytest.approx(0.5)
+    assert r["transcript_cont_token_acc"] == 0.0 and r["transcript_end_token_acc"] == 1.0
     assert r["transcript_cer"] is None  # nothing generated yet: CER is undefined, not 0
     m.update_teacher_forced(probs.log()[:, :2], targets[:, :2])  # the well-ranked pair again
     assert m.compute()["transcript_speak_auc"] == pytest.approx(4 / 6)  # each 0.9 beats both 0.2s, not 0.95

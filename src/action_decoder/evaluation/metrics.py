@@ -49,7 +49,15 @@ _COUNT_KEYS = (
     "tf_tokens",  # [] int64, teacher-forced transcript targets
     "speak_hist_narrated",  # [SPEAK_BINS] int64, p(eof) at the first slot of narrated frames, binned
     "speak_hist_silent",  # [SPEAK_BINS] int64, the same on silent frames
+    # teacher-forced accuracy by position: where token accuracy comes from (most targets are eofs)
+    "tf_first_hits", "tf_first",  # [] int64, first token of narrated frames
+    "tf_cont_hits", "tf_cont",  # [] int64, the text tokens after it
+    "tf_end_hits", "tf_end",  # [] int64, the eof closing a narrated frame's text
+    "tf_silent_hits", "tf_silent",  # [] int64, the eof of silent frames (their only target)
 )
+# Counts added after runs were saved with the older set: a saved state without them reads them as zeros.
+_OPTIONAL_KEYS = ("tf_first_hits", "tf_first", "tf_cont_hits", "tf_cont", "tf_end_hits", "tf_end",
+                  "tf_silent_hits", "tf_silent")
 SPEAK_BINS = 50  # resolution of the speak/silent AUC (ties within a bin count half)
 
 
@@ -190,11 +198,11 @@ class ActionMetrics:
 
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Replace the counts (e.g. with the all-reduced ones); shapes must match this vocabulary."""
-        missing = set(_COUNT_KEYS) - set(state)
+        missing = set(_COUNT_KEYS) - set(state) - set(_OPTIONAL_KEYS)
         if missing:
             raise KeyError(f"state lacks {sorted(missing)}")
         for name in _COUNT_KEYS:
-            new = torch.as_tensor(state[name])
+            new = torch.as_tensor(state[name]) if name in state else torch.zeros_like(self._state[name])
             if new.shape != self._state[name].shape:
                 raise ValueError(f"state['{name}'] has shape {list(new.shape)}, expected {list(self._state[name].shape)}")
             self._state[name] = new.to(self._state[name].dtype)
@@ -264,6 +272,20 @@ class ActionMetrics:
             silent = (targets[..., 0] == eof)[rows]
             for key, sel in (("speak_hist_silent", silent), ("speak_hist_narrated", ~silent)):
                 self._state[key] += torch.bincount(bins[sel], minlength=SPEAK_BINS)
+            # Each target by its position: a silent frame's eof, a narrated frame's first token, its later
+            # text tokens, its closing eof.
+            hits = torch.zeros_like(real)
+            hits[real] = logits.argmax(-1) == targets[real]
+            slot = torch.arange(real.shape[-1], device=real.device)
+            narrated = (targets[..., 0] != eof) & real[..., 0]
+            is_last = slot == last.unsqueeze(-1)
+            kinds = {"silent": real & ~narrated.unsqueeze(-1),
+                     "first": (slot == 0) & narrated.unsqueeze(-1),
+                     "cont": real & narrated.unsqueeze(-1) & (slot > 0) & ~is_last,
+                     "end": real & narrated.unsqueeze(-1) & is_last}
+            for kind, sel in kinds.items():
+                self._state[f"tf_{kind}_hits"] += (hits & sel).sum()
+                self._state[f"tf_{kind}"] += sel.sum()
 
     def update_predictions(
         self,
@@ -390,6 +412,8 @@ class ActionMetrics:
                 n_narrated_frames=int(st["narrated_frames"]),
                 transcript_token_acc=_div(st["tf_token_hits"], st["tf_tokens"]),
                 transcript_speak_auc=_speak_auc(st["speak_hist_silent"], st["speak_hist_narrated"]),
+                **{f"transcript_{kind}_token_acc": _div(st[f"tf_{kind}_hits"], st[f"tf_{kind}"])
+                   for kind in ("first", "cont", "end", "silent")},
             )
         out["per_class"] = {head: per_class_table(st[f"{head}_confusion"], names) for head, names in
                             (("action", self.action_names), ("key", self.key_names), ("modifier", self.modifier_names))}
