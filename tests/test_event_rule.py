@@ -69,3 +69,18 @@ def test_the_rule_is_one_more_checkpoint_key(tmp_path):
     assert torch.equal(ckpt["state"]["w"], torch.ones(2)) and ckpt["format_version"] == 3
     assert rule_of(ckpt) == rule and ckpt["event_rule"]["tuned_on"] == {"split": "val"}
     assert rule_of({}) is None
+
+
+def test_false_events_are_told_apart_by_cause():
+    from action_decoder.evaluation.false_events import count_false_events
+
+    true = frames_to_events(["none", "click", "none", "none", "none", "none", "hotkey", "none", "none", "none"],
+                            key=[None] * 6 + ["c"] + [None] * 3, modifier=[None] * 6 + ["ctrl"] + [None] * 3)
+    pred = frames_to_events(["none", "click", "click", "none", "double_click", "none", "hotkey", "none", "none", "drag"],
+                            key=[None] * 6 + ["v"] + [None] * 3, modifier=[None] * 6 + ["ctrl"] + [None] * 3)
+    table = count_false_events([(pred, true)], tolerance=2)
+    assert table["click"]["duplicate"] == 1  # frame 2 next to the matched click on frame 1
+    assert table["double_click"]["wrong_type"] == 1  # the click 3 frames back is out of reach, the hotkey is not
+    assert table["hotkey"]["wrong_detail"] == 1  # ctrl+v where ctrl+c happened
+    assert table["drag"]["spurious"] == 1
+    assert table["all"] == {"duplicate": 1, "wrong_detail": 1, "wrong_type": 1, "spurious": 1}

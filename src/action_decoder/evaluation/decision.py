@@ -99,14 +99,23 @@ def _fill(ids: list[int], c: int, gap: int) -> None:
                 ids[f] = c
 
 
-def score_rule(episodes: Sequence[tuple[torch.Tensor, dict, dict]], names: Sequence[str], rule: EventRule | None,
-               tolerance: int) -> EventCounts:
-    """Event counts of `episodes` ((probs [T, A], predicted frames, true frames) each, as EpisodeFrames gives)
-    decided by `rule`."""
-    counts = EventCounts(tolerance)
+def decided_events(episodes: Sequence[tuple[torch.Tensor, dict, dict]], names: Sequence[str],
+                   rule: EventRule | None) -> list[tuple[list, list]]:
+    """(predicted events decided by `rule`, true events) of each of `episodes` ((probs [T, A], predicted
+    frames, true frames) each, as EpisodeFrames.episodes_with_probs gives)."""
+    out = []
     for probs, pred, true in episodes:
         action, score = decide_actions(probs, names, rule)
-        counts.add(frames_to_events(**{**pred, "action": action, "score": score}), frames_to_events(**true))
+        out.append((frames_to_events(**{**pred, "action": action, "score": score}), frames_to_events(**true)))
+    return out
+
+
+def score_rule(episodes: Sequence[tuple[torch.Tensor, dict, dict]], names: Sequence[str], rule: EventRule | None,
+               tolerance: int) -> EventCounts:
+    """Event counts of `episodes` decided by `rule`."""
+    counts = EventCounts(tolerance)
+    for pred, true in decided_events(episodes, names, rule):
+        counts.add(pred, true)
     return counts
 
 

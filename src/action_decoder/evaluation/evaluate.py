@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from action_decoder.data.clips import build_clip_dataset, prepared_dirs
-from action_decoder.evaluation.decision import rule_of, store_rule, tune_event_rule
+from action_decoder.evaluation.decision import decided_events, rule_of, store_rule, tune_event_rule
+from action_decoder.evaluation.false_events import count_false_events
 from action_decoder.evaluation.events import EpisodeFrames
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
@@ -139,10 +140,10 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     tolerance = int(summary["event_tolerance"])
     argmax = frames.event_counts(names["actions"], names["keys"], names["modifiers"], tolerance).compute()
     tuned = None
+    episodes = list(frames.episodes_with_probs(names["actions"], names["keys"], names["modifiers"]).values())
     if tune_events:
         if prompt != "true":
             raise ValueError("tune_events tunes the rule the checkpoint keeps: use eval.prompt=true")
-        episodes = list(frames.episodes_with_probs(names["actions"], names["keys"], names["modifiers"]).values())
         rule, base_f1, tuned_f1 = tune_event_rule(episodes, names["actions"], tolerance)
         store_rule(path, rule, {"split": split, "prepared_dir": str(cfg.data.prepared_dir),
                                 "event_f1_argmax": base_f1, "event_f1": tuned_f1})
@@ -154,7 +155,10 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
               "num_episodes": len(dataset.episodes), "skipped_clips": getattr(dataset, "skipped", 0),
               "prompt": prompt, "event_rule": None if rule is None else rule.as_dict(), "tuned": tuned,
               "loss": losses, "metrics": summary,
-              "event_argmax": {k: v for k, v in argmax.items() if k.startswith("event_")}}
+              "event_argmax": {k: v for k, v in argmax.items() if k.startswith("event_")},
+              "false_events": {"argmax": count_false_events(decided_events(episodes, names["actions"], None), tolerance),
+                               **({"rule": count_false_events(decided_events(episodes, names["actions"], rule),
+                                                              tolerance)} if rule is not None else {})}}
     out_dir = Path(out_dir) if out_dir else eval_dir(path, split, cfg.data.prepared_dir, prompt)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))

@@ -23,6 +23,22 @@ def event_table(m: dict) -> list[str]:
     return rows
 
 
+def false_event_lines(result: dict) -> list[str]:
+    """The event rule in use and the false events by cause (evaluation/false_events.py), argmax and rule."""
+    from action_decoder.evaluation.false_events import CAUSES
+
+    if "false_events" not in result:
+        return []
+    a = result.get("event_argmax") or {}
+    lines = [f"Event rule: {result.get('event_rule') or 'none (per-frame argmax)'}; argmax events: F1 "
+             f"{_f(a.get('event_f1'))}, precision {_f(a.get('event_precision'))}, recall {_f(a.get('event_recall'))}.",
+             "", "| false events | " + " | ".join(CAUSES) + " |", "|---|" + "---|" * len(CAUSES)]
+    for decoder, table in result["false_events"].items():
+        for kind, row in table.items():
+            lines.append(f"| {decoder}: {kind} | " + " | ".join(str(row[c]) for c in CAUSES) + " |")
+    return lines + [""]
+
+
 def class_table(table: dict, title: str) -> list[str]:
     rows = [f"| {title} | precision | recall | F1 | support | predicted |", "|---|---|---|---|---|---|"]
     for name, r in sorted(table.items(), key=lambda kv: -kv[1]["support"]):
@@ -55,6 +71,7 @@ def write_eval_markdown(result: dict, path: Path, confusion_png: str = "confusio
         f"Matched clicks: mean distance {_f(m['event_click_mean_dist'])} (normalized); matched typing runs: "
         f"text similarity {_f(m['event_typed_text_similarity'])} (1 - character edit distance / length).",
         "",
+        *false_event_lines(result),
         "## Per class (frames)",
         "",
         *class_table(m["per_class"]["action"], "action"),
