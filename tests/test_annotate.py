@@ -126,3 +126,19 @@ def test_parallel_checkpoint_annotates_through_stream_with_transcripts(prepared_
     frames = read_jsonl(tmp_path / "out" / labelled[0] / "frames.jsonl")
     assert len(frames) == 20 and all(isinstance(r["transcript"], str) for r in frames)
     assert "metrics" in json.loads((tmp_path / "out" / labelled[0] / "annotate.json").read_text())
+
+
+@pytest.mark.e2e
+def test_annotate_applies_the_event_rule_stored_in_the_checkpoint(checkpoint, inputs, tmp_path):
+    from action_decoder.evaluation.decision import EventRule, store_rule
+
+    root, labelled = inputs
+    ruled = tmp_path / "ruled.pt"
+    shutil.copy(checkpoint, ruled)
+    # a rule no trained model would get: click everywhere, then one click per 100 frames
+    store_rule(ruled, EventRule(bias={"click": 50.0}, merge={"click": 100}), {"split": "test"})
+    annotate(f"checkpoint={ruled}", f"input={root / labelled[0]}", f"output={tmp_path / 'out'}")
+    frames = read_jsonl(tmp_path / "out" / labelled[0] / "frames.jsonl")
+    actions = [r["action"] for r in frames]
+    assert actions.count("click") == 1 and set(actions) <= {"click", "none", "move"}
+    assert [a["type"] for a in read_jsonl(tmp_path / "out" / labelled[0] / "actions.jsonl")] == ["click"]
