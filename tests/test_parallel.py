@@ -240,3 +240,31 @@ def test_short_training_learns_the_narration(tokenizer):
     assert history[-1] < 0.75 * history[0], history
     # Greedy streaming then writes each frame's text (silent frames stay silent).
     assert model.transcribe(batch) == TEXTS
+
+
+def test_history_dropout_feeds_dropped_frames_as_silent_and_leaves_them_out_of_the_loss(tokenizer):
+    """model.history_dropout: in training, a dropped narrated frame is what a streamed frame that wrote nothing
+    leaves in the history (later frames score exactly as after a silent frame) and has no targets itself."""
+    texts = [["go", "ok", "go now"], ["type", "it", "hi"]]  # every frame narrated: each may be dropped
+    batch = make_batch(tokenizer, texts)
+    model = make_model(tokenizer, "model.history_dropout=0.5", "model.dropout=0", "backbone.lora.dropout=0")
+    model.train()
+    for seed in range(20):  # a draw that drops some frames and keeps others
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model(batch)
+        dropped = (out.transcript_targets == -100).all(-1)
+        if dropped.any() and not dropped.all():
+            break
+    assert dropped.any() and not dropped.all()
+    silent = [[t if not dropped[b, f] else "" for f, t in enumerate(clip)] for b, clip in enumerate(texts)]
+    model.eval()
+    with torch.no_grad():
+        ref = model(make_batch(tokenizer, silent))
+        plain = model(batch)
+    kept = ~dropped
+    rows = (out.transcript_targets != -100) & kept.unsqueeze(-1)
+    torch.testing.assert_close(out.transcript_logits[rows], ref.transcript_logits[rows])
+    assert torch.equal(out.transcript_targets[kept], plain.transcript_targets[kept])
+    # evaluation never drops: the same model scores every frame against its reference history
+    assert (plain.transcript_targets != -100).any(-1).all()

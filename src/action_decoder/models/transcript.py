@@ -65,6 +65,7 @@ class TranscriptConfig:
     lm_visual_tokens: int = 4
     max_text_tokens: int = 16
     eof_threshold: float | None = None
+    history_dropout: float = 0.0
 
     @classmethod
     def from_cfg(cls, model_cfg: Mapping[str, Any]) -> "TranscriptConfig":
@@ -74,6 +75,8 @@ class TranscriptConfig:
         if int(self.lm_visual_tokens) < 1:
             raise ValueError(f"model.lm_visual_tokens={self.lm_visual_tokens} must be >= 1")
         Generation(int(self.max_text_tokens), self.eof_threshold)  # its checks name the knobs
+        if not 0.0 <= float(self.history_dropout) < 1.0:
+            raise ValueError(f"model.history_dropout={self.history_dropout} must be in [0, 1)")
 
 
 @dataclass
@@ -205,8 +208,13 @@ class TranscriptDecoder(nn.Module):
             raise KeyError("model=parallel encodes with teacher forcing and needs batch['transcript_ids'] / "
                            "['transcript_mask'] (data/README.md §3); for inference without text use stream()")
         lm_visual = self.visual_tokens(lm, tokens, motion)
+        transcript_mask, hidden_frames = batch["transcript_mask"], None
+        if self.training and self.config.history_dropout > 0:
+            transcript_mask, hidden_frames = self.drop_history(transcript_mask)
         seq = self.interleave(lm, batch["prompt_ids"], batch["prompt_mask"], lm_visual,
-                              batch["transcript_ids"], batch["transcript_mask"])
+                              batch["transcript_ids"], transcript_mask)
+        if hidden_frames is not None:  # a dropped frame reads as silent to later frames; it is not scored itself
+            seq.targets = seq.targets.masked_fill(hidden_frames.unsqueeze(-1), IGNORE_INDEX)
         hidden = self.run_lm(lm, seq.embeds, seq.valid, seq.positions)
         B, T, v = lm_visual.shape[:3]
         L, S1 = batch["prompt_ids"].shape[1], seq.targets.shape[2]
@@ -217,6 +225,17 @@ class TranscriptDecoder(nn.Module):
             text_hidden=blocks[:, :, v - 1:v - 1 + S1],  # last visual slot predicts text token 0 (or the eof)
             targets=seq.targets,
         )
+
+    def drop_history(self, transcript_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """model.history_dropout: each narrated frame, with that probability, is fed as a silent frame (its
+        text removed: later frames see exactly the history a streamed frame that wrote nothing leaves) and
+        drops out of the loss (it is not taught to be silent). Teacher forcing otherwise always shows the
+        reference text of earlier frames, so a narration that continues over frames is learned as 'keep
+        talking because the history is talking'; streamed, a frame that stayed silent then silences the
+        rest of its sentence. Returns (transcript_mask, dropped frames [B, T])."""
+        narrated = transcript_mask.any(-1)
+        dropped = narrated & (torch.rand(narrated.shape, device=narrated.device) < self.config.history_dropout)
+        return transcript_mask & ~dropped.unsqueeze(-1), dropped
 
     # -- streaming --------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ ARCH_KEYS = ("backbone", "model", "labels")
 # Keys inside those sections that change neither shapes nor label meaning: regularisation, memory and loading
 # knobs, and the transcript's generation settings.
 NON_ARCH_LEAVES = ("dropout", "lora.dropout", "pretrained", "gradient_checkpointing", "tokenizer_cache",
-                   "max_text_tokens", "eof_threshold")
+                   "max_text_tokens", "eof_threshold", "history_dropout")
 
 
 def is_zero3(accelerator) -> bool:
