@@ -98,7 +98,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     result = {"checkpoint": str(path), "split": split, "prepared_dir": str(cfg.data.prepared_dir),
               "epoch": ckpt["epoch"], "stage": ckpt["stage"], "num_clips": len(dataset),
               "num_episodes": len(dataset.episodes), "skipped_clips": getattr(dataset, "skipped", 0),
-              "loss": losses, "metrics": summary}
+              "loss": losses, "metrics": summary, "calibration": ckpt.get("calibration")}
     out_dir = Path(out_dir) if out_dir else eval_dir(path, split, cfg.data.prepared_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
