@@ -17,7 +17,7 @@ import torch
 from action_decoder.evaluation.events import EventCounts, frames_to_events
 from tests.conftest import REPO, only_run_dir, run_cli, run_train, subprocess_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
