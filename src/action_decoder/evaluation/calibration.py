@@ -1,7 +1,8 @@
 """Calibrated action scores: temperature scaling of the action head, fitted on the val split.
 
-The action head's softmax is over-confident after class-balanced training, so `action_prob` (and the event
-scores annotate.py thresholds with `annotate.min_score`) would not mean "how often this is right". One temperature
+The action head's softmax is not calibrated (class-balanced training reweights the classes, which moves the
+confidences either way), so `action_prob` (and the event scores annotate.py thresholds with `annotate.min_score`)
+would not mean "how often this is right". One temperature
 T (softmax(logits / T)) is fitted to minimise the negative log-likelihood of the val split's scored frames; it
 changes no prediction (argmax is the same), only the confidence. The result is stored in the checkpoint under the
 additive key `calibration` (the rest of the file is untouched):
