@@ -3,6 +3,7 @@
     python bench/bench_annotate.py                 # 8 synthetic recordings of 20 s, experiment=smoke, random init
     python bench/bench_annotate.py --quick         # tiny sizes, a few seconds (CI)
     python bench/bench_annotate.py --real-size     # + march10_baseline frames/s at real size (random-init towers)
+    python bench/bench_annotate.py --only-real-size --threads 2   # that measurement alone
 
 Renders synthetic recordings (320x200, 10 fps), writes a checkpoint of the experiment's model with random-init
 towers (speed does not depend on the weights), then times over all recordings:
@@ -100,7 +101,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="windows per decoder batch")
     ap.add_argument("--real-size", action="store_true", help="also march10_baseline at real size (~11 GiB RAM)")
     ap.add_argument("--real-frames", type=int, default=16, help="sampled frames of the real-size recording")
+    ap.add_argument("--only-real-size", action="store_true", help="the real-size measurement alone")
     args = ap.parse_args()
+    if args.only_real_size:
+        torch.set_num_threads(args.threads)
+        r = real_size(args.real_frames, args.threads)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "bench_annotate_real_size.json").write_text(json.dumps(r, indent=1))
+        print(f"march10_baseline real size: {r['frames_per_s']:.3f} frames/s ({r['real_time_factor_at_5fps']:.3f}x "
+              f"real time at 5 frames/s) over {r['frames']} frames -> {RESULTS / 'bench_annotate_real_size.json'}")
+        return
     if args.quick:
         args.recordings, args.duration = 3, 4.0
     torch.set_num_threads(args.threads)
