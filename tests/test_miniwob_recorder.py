@@ -132,3 +132,32 @@ def test_rerun_plan_skips_finished_and_decided_episodes(tmp_path):
     assert pending(tmp_path, cfg) == [1, 3, 4]
     kept = MiniwobConfig(num_episodes=5, tasks=("click-test", "enter-text"), keep_unsolved=True)
     assert pending(tmp_path, kept) == [1, 2, 3, 4]
+
+
+@needs_browser
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_faults_end_the_episode_and_the_next_one_plays(tmp_path, monkeypatch):
+    """A browser killed between episodes and a page whose script never returns: each ends its episode as a
+    named fault, and the station's next episode is solved in a fresh browser."""
+    import psutil
+
+    from action_decoder.recorders.miniwob import Station, record_episode
+
+    monkeypatch.setenv("DISPLAY", ":none")              # Station points DISPLAY at its own Xvfb; restored after
+    cfg = MiniwobConfig(tasks=("click-test",), workers=1)
+    station = Station(cfg)
+    try:
+        assert record_episode(station, tmp_path, 0, cfg)["outcome"] == "solved"
+        for child in psutil.Process(station.driver.service.process.pid).children(recursive=True):
+            child.kill()                                 # the browser crashes (chromedriver stays)
+        crashed = record_episode(station, tmp_path, 1, cfg)
+        assert (crashed["outcome"], crashed["fault"]) == ("fault", "browser_crash"), crashed
+        assert record_episode(station, tmp_path, 2, cfg)["outcome"] == "solved"
+        station.driver.execute_script("setTimeout(function () { for (;;) {} }, 50);")   # the page hangs
+        hung = record_episode(station, tmp_path, 3, cfg)
+        assert (hung["outcome"], hung["fault"]) == ("fault", "hung_page"), hung
+        assert record_episode(station, tmp_path, 4, cfg)["outcome"] == "solved"
+    finally:
+        station.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [recording_id(i) for i in (0, 2, 4)]
