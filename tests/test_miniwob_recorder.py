@@ -50,7 +50,6 @@ def recorded(tmp_path_factory):
 
 @needs_browser
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_episodes_are_solved_and_rerun_keeps_them(recorded):
     root, first, again, _, _ = recorded
     assert "3 played: 3 solved" in first, first
@@ -70,7 +69,6 @@ def test_episodes_are_solved_and_rerun_keeps_them(recorded):
 
 @needs_browser
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_held_out_task_type_is_test_unseen(recorded):
     _, _, _, prepared, summary = recorded
     assert [e["tags"][1] for e in prepared["test_unseen"]] == UNSEEN
@@ -80,7 +78,6 @@ def test_held_out_task_type_is_test_unseen(recorded):
 
 @needs_browser
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_every_solver_action_is_labelled(recorded):
     root, _, _, prepared, summary = recorded
     classes = set()
@@ -99,7 +96,6 @@ def test_every_solver_action_is_labelled(recorded):
 
 @needs_browser
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_prepared_miniwob_set_validates(recorded):
     root = recorded[0]
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "validate_data.py"),
@@ -136,7 +132,6 @@ def test_rerun_plan_skips_finished_and_decided_episodes(tmp_path):
 
 @needs_browser
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_faults_end_the_episode_and_the_next_one_plays(tmp_path, monkeypatch):
     """A browser killed between episodes and a page whose script never returns: each ends its episode as a
     named fault, and the station's next episode is solved in a fresh browser."""

@@ -16,7 +16,8 @@ from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
 from action_decoder.training.checkpoint import load_checkpoint
 from action_decoder.training.curriculum import build_stages
-from action_decoder.training.loop import class_counts, validate
+from action_decoder.training.setup import class_counts
+from action_decoder.training.validate import validate
 
 
 def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
@@ -54,7 +55,7 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
     loss_fn = build_loss(cfg.loss, stage.loss_weights, _training_class_counts(path, cfg, ckpt, stage, tokenizer))
 
     def run():
-        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
+        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, accelerator)
 
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
 
