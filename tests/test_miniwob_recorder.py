@@ -156,3 +156,19 @@ def test_faults_end_the_episode_and_the_next_one_plays(tmp_path, monkeypatch):
     finally:
         station.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [recording_id(i) for i in (0, 2, 4)]
+
+
+def test_label_check_finds_labels_collisions_and_misses():
+    episode = {"sample_fps": 5.0, "action": ["none", "click", "none", "type", "type", "key", "none", "none"],
+               "key": [None, None, None, "a", "c", "tab", None, None]}
+    act = lambda a, t, **k: {"action": a, "video_time": t, "span": 0.02, **k}   # noqa: E731
+    script = {"typed": ["abc"], "actions": [
+        act("move", 0.1), act("click", 0.3), act("type", 0.65, key="a"), act("type", 0.75, key="b"),
+        act("type", 0.85, key="c"), act("key", 1.05, key="tab")]}
+    r = check_labels(episode, script, typed_lost=1)          # "b" shared frame 3 with "a": lost, counted
+    assert (r["actions"], r["labelled"], r["collided"], r["missed"], r["typed_ok"]) == (5, 5, 0, [], True)
+    assert not check_labels(episode, script, typed_lost=0)["typed_ok"]     # an uncounted loss fails
+    # A key pressed where no frame near it says so is a miss; a click under a key frame is a collision.
+    script["actions"] += [act("key", 1.45, key="enter"), act("click", 1.0)]
+    r = check_labels(episode, script, typed_lost=1)
+    assert [m["key"] for m in r["missed"]] == ["enter"] and r["collided"] == 1
