@@ -251,6 +251,20 @@ class Episode:
         return (int(round(x + w / 2 + self.rng.uniform(-spread, spread) * w / 2)),
                 int(round(y + h / 2 + self.rng.uniform(-spread, spread) * h / 2)))
 
+    def point_on(self, target, spread: float = 0.3) -> tuple[int, int]:
+        """A point near the middle of an element where the element itself is on top (another element may
+        cover part of it: MiniWoB places some buttons at random, overlapping)."""
+        el = self.el(target) if isinstance(target, str) else target
+        box = self.box(el)
+        for _ in range(30):
+            p = self.point(box, spread)
+            if self.js("var e = document.elementFromPoint(arguments[0], arguments[1]);"
+                       "return !!e && (e === arguments[2] || arguments[2].contains(e));",
+                       p[0] / self.scale, p[1] / self.scale, el):
+                return p
+            spread = min(0.95, spread + 0.05)
+        raise TargetNotFound(f"{target if isinstance(target, str) else el.tag_name} is covered by another element")
+
     def step(self, text: str):
         """`with ep.step("click Submit"):` one narration cue spanning the actions inside."""
         ep = self
@@ -267,7 +281,7 @@ class Episode:
     # Common moves, each one narrated step.
     def click(self, target, say: str, button: int = 1) -> None:
         with self.step(say):
-            self.x.move(*self.point(self.box(target)))
+            self.x.move(*self.point_on(target))
             self.x.click(button)
 
     def type(self, text: str) -> None:
@@ -276,7 +290,7 @@ class Episode:
 
     def type_into(self, target, text: str, say: str) -> None:
         with self.step(say):
-            self.x.move(*self.point(self.box(target)))
+            self.x.move(*self.point_on(target))
             self.x.click()
             self.type(text)
 

@@ -25,9 +25,10 @@ var walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
 while ((node = walker.nextNode())) {
   var re = /\\S+/g, m;
   while ((m = re.exec(node.data))) {
-    if (k === n) {
-      var r = document.createRange(); r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
-      var b = r.getBoundingClientRect(); return [b.left, b.top, b.width, b.height, m[0]];
+    if (k === n) {  // the box of the word without trailing punctuation: a double click there selects the word
+      var w = m[0].replace(/[^A-Za-z0-9]+$/, '') || m[0];
+      var r = document.createRange(); r.setStart(node, m.index); r.setEnd(node, m.index + w.length);
+      var b = r.getBoundingClientRect(); return [b.left, b.top, b.width, b.height, w];
     }
     k++;
   }
