@@ -278,8 +278,11 @@ class Driver:
         self.pause(0.1, 0.3)
 
     def drag(self, x: int, y: int) -> None:
+        """Press, travel, release. A travel of 5 px or less is what the importer calls a click (rule 4), so
+        that is what the press is logged as."""
         self.dwell()
-        self._act("drag", "mousedown", "1", xy=list(self.xy))
+        far = np.hypot(x - self.xy[0], y - self.xy[1]) > 5
+        self._act("drag" if far else "click", "mousedown", "1", xy=list(self.xy))
         self.pause(0.08, 0.15)
         self.move(x, y)
         self.pause(0.08, 0.15)
