@@ -137,6 +137,10 @@ class EventLog:
         threading.excepthook = lambda a: None if issubclass(a.exc_type, ConnectionClosedError) else default_hook(a)
         self.mouse.stop()
         self.keyboard.stop()
+        # A stopped listener thread only notices once the X server sends it one more event (it waits seconds
+        # otherwise): one pointer nudge there and back and a shift tap, after logging has stopped.
+        subprocess.run(["xdotool", "mousemove_relative", "--", "1", "0", "mousemove_relative", "--", "-1", "0",
+                        "key", "shift"], capture_output=True)
         self.mouse.join(5)
         self.keyboard.join(5)
 
