@@ -126,7 +126,7 @@ def cpu_peak_child(args, variant):
     """
     model, video = build(args)
     set_variant(model, variant)
-    # The first step in a process maps ~90 MB of one-off kernel/library state: warm up, then measure.
+    # The first step in a process maps one-off kernel/library state: warm up, then measure.
     step(model, video)
     try:
         reset_peak_rss()
