@@ -3,7 +3,7 @@
 
     apt-get install -y xvfb xdotool ffmpeg chromium chromium-driver
     pip install -r requirements-desktop.txt                          # pynput, python-xlib, miniwob
-    python scripts/record_miniwob.py data=miniwob                    # 1,000 episodes, 3 displays at once
+    python scripts/record_miniwob.py data=miniwob                    # 1,012 episodes, 3 displays at once
     python scripts/record_miniwob.py data=miniwob data.miniwob.num_episodes=30 data.recordings_dir=/tmp/mw
 
 Re-running into the same folder keeps the finished episodes and records only the missing ones. The summary

@@ -58,7 +58,7 @@ class HungPage(Exception):
 @dataclass(frozen=True)
 class MiniwobConfig:
     """The `data.miniwob` config block (conf/data/miniwob.yaml documents each knob)."""
-    num_episodes: int = 1000
+    num_episodes: int = 1012
     tasks: tuple = ()                    # training task types (train/val/test split by episode)
     test_unseen: tuple = ()              # task types recorded only for the test_unseen split
     width: int = 350                     # recorded region = browser window, CSS px
