@@ -53,7 +53,7 @@ def recorded(tmp_path_factory):
 def test_episodes_are_solved_and_rerun_keeps_them(recorded):
     root, first, again, _, _ = recorded
     assert "3 played: 3 solved" in first, first
-    assert "3 already there, 0 played" in again, again
+    assert "3 already done (recorded, or unsolved and not kept), 0 played" in again, again
     for i in range(3):
         rec = root / "recordings" / recording_id(i)
         meta = json.loads((rec / "metadata.json").read_text())

@@ -487,7 +487,7 @@ def record_episodes(out_root: str | Path, cfg: MiniwobConfig, progress: bool = T
                 warnings.warn(f"{o['id']} ({o['task']}): {o['fault']}: {o.get('error', '')}", stacklevel=2)
     secs = time.perf_counter() - start
     written = counts["solved"] + (counts["unsolved"] if cfg.keep_unsolved else 0)
-    return {"out": str(out_root), "requested": cfg.num_episodes, "already_there": kept, "attempted": len(todo),
+    return {"out": str(out_root), "requested": cfg.num_episodes, "already_done": kept, "attempted": len(todo),
             "recorded": written, "solved": counts["solved"], "unsolved": counts["unsolved"],
             "unsolved_kept": cfg.keep_unsolved, "faults": {k: len(v) for k, v in faults.items()},
             "fault_episodes": {k: v for k, v in faults.items() if v}, "seconds": round(secs, 1),
@@ -499,8 +499,8 @@ def format_run_summary(s: dict) -> str:
     lines = [f"miniwob: {s['recorded']} recordings written to {s['out']} in {s['seconds']:.0f} s"
              + (f" ({s['recordings_per_min']:.1f} recordings/min, {s['workers']} displays at once)"
                 if s["recordings_per_min"] else ""),
-             f"  episodes: {s['requested']} requested, {s['already_there']} already there, {s['attempted']} played: "
-             f"{s['solved']} solved, {s['unsolved']} unsolved (reward <= 0; "
+             f"  episodes: {s['requested']} requested, {s['already_done']} already done (recorded, or unsolved and "
+             f"not kept), {s['attempted']} played: {s['solved']} solved, {s['unsolved']} unsolved (reward <= 0; "
              f"{'kept' if s['unsolved_kept'] else 'not kept: data.miniwob.keep_unsolved=true keeps them'}), "
              f"{sum(s['faults'].values())} faults"]
     for kind, n in s["faults"].items():
