@@ -315,14 +315,6 @@ class Driver:
         """Release buttons and modifiers an interrupted script may have left pressed (not a labelled action)."""
         self._xdotool("mouseup", "1", "keyup", "ctrl", "shift", "alt")
 
-    def pointer(self) -> tuple[int, int]:
-        """Where the pointer is now (xdotool getmouselocation)."""
-        out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=self.session.env, check=True,
-                             capture_output=True, text=True).stdout
-        pos = dict(line.split("=", 1) for line in out.split())
-        self.xy = (int(pos["X"]), int(pos["Y"]))
-        return self.xy
-
     def key(self, keysym: str, action: str, key: str) -> None:
         """A named key (action "key") or a combination such as ctrl+l (action "hotkey")."""
         self._act(action, "key", keysym, key=key)
