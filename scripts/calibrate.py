@@ -17,7 +17,7 @@ def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     unknown = set(args) - {"checkpoint", "split", "batch_size"}
     if "checkpoint" not in args or unknown:
-        raise SystemExit(f"usage: python scripts/calibrate.py checkpoint=<best.pt> [split=val] [batch_size=8]"
+        raise SystemExit("usage: python scripts/calibrate.py checkpoint=<best.pt> [split=val] [batch_size=8]"
                          + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
     from action_decoder.evaluation.calibration import calibrate_checkpoint, plot_reliability
 
