@@ -31,6 +31,10 @@ def score_checkpoint(cfg: DictConfig) -> None:
                                           tune_events=bool(cfg.tune_events))
     m = result["metrics"]
     plot_confusion(m["action_confusion"], m["action_names"], out_dir / "confusion.png")
+    if result.get("calibration"):
+        from action_decoder.evaluation.calibration import plot_reliability
+
+        plot_reliability(result["calibration"], out_dir / "reliability.png")
     write_eval_markdown(result, out_dir / "eval.md")
     print(f"{ckpt} on {cfg.split} ({result['num_clips']} clips): action_acc={m['action_acc']:.3f} "
           f"macro_f1={m['action_macro_f1']:.3f} (majority baseline acc={m['action_majority_acc']:.3f} "

@@ -24,7 +24,6 @@ def eval_json(run, prepared, split: str, suffix: str = "") -> dict:
     return json.loads((folder / "eval.json").read_text())
 
 
-@pytest.mark.slow
 @pytest.mark.e2e
 def test_prompt_ablation_scores_the_same_frames_three_ways(tiny_run, prepared_data):
     for mode in ("true", "empty", "shuffled"):
@@ -40,7 +39,6 @@ def test_prompt_ablation_scores_the_same_frames_three_ways(tiny_run, prepared_da
     assert own["loss"]["total"] != pytest.approx(shuffled["loss"]["total"], rel=1e-7)
 
 
-@pytest.mark.slow
 @pytest.mark.e2e
 def test_event_rule_tuned_on_val_is_stored_and_applied_by_eval(tiny_run, prepared_data):
     ckpt = tiny_run / "best.pt"

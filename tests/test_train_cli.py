@@ -17,7 +17,7 @@ from tests.conftest import (REPO, only_run_dir, read_metrics, run_cli, run_eval,
                             train_args, trainer_state)
 from tests.test_resume import stop_with_sigterm
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

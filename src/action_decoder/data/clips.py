@@ -456,3 +456,9 @@ def _tokenize_unique(texts: list[str], tokenizer) -> dict[str, list[int]]:
     ids = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"])) if unique else {}
     ids[""] = []
     return ids
+
+
+def prompt_token_ids(prompts: Sequence[str], tokenizer, max_prompt_tokens: int) -> list[list[int]]:
+    """Each prompt's token ids as ClipDataset gives them to the model (no BOS/EOS, cut to max_prompt_tokens)."""
+    ids = _tokenize_unique([str(p or "") for p in prompts], tokenizer)
+    return [ids[str(p or "")][:int(max_prompt_tokens)] for p in prompts]

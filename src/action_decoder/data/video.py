@@ -89,9 +89,41 @@ def _read_torchcodec(path: str, indices: list[int], threads: int) -> np.ndarray:
     return frames
 
 
+def _read_pyav(path: str, indices: list[int], threads: int) -> np.ndarray:
+    """Frame i = the i-th frame in presentation order (sorted packet pts, as probe_video(frame_times=True) counts
+    them), decoded in order from the start (no seek: mkv seeks land on the wrong frame here too). For variable-rate
+    or HEVC files (ocap's mkv) where decord's seeks return wrong frames (data/README.md §4): one call per file."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+            pts = sorted(p.pts for p in container.demux(stream) if p.size > 0 and p.pts is not None)
+            _check_indices(path, indices, len(pts))
+            wanted = {pts[i]: i for i in sorted(set(indices))}
+            last = max(wanted)
+            container.seek(0, stream=stream)
+            got: dict[int, np.ndarray] = {}
+            for frame in container.decode(stream):
+                if frame.pts in wanted:
+                    got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+                if frame.pts is not None and frame.pts >= last:
+                    break
+    except VideoDecodeError:
+        raise
+    except Exception as err:  # av.error.FFmpegError kinds, a file with no video stream
+        raise VideoDecodeError(path, f"PyAV failed on frames {_span(indices)} ({_first_line(err)})") from err
+    missing = [i for i in indices if i not in got]
+    if missing:
+        raise VideoDecodeError(path, f"PyAV decoded no frame {missing[0]} (of {len(pts)})")
+    return np.stack([got[i] for i in indices])
+
+
 READERS: dict[str, Callable[[str, list[int], int], np.ndarray]] = {
     "decord": _read_decord,
     "torchcodec": _read_torchcodec,
+    "pyav": _read_pyav,
 }
 
 

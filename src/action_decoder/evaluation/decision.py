@@ -55,10 +55,14 @@ class EventRule:
         return not any(self.bias.values()) and not any(self.merge.values()) and not any(self.fill.values())
 
 
-def decide_actions(probs: torch.Tensor, names: Sequence[str], rule: EventRule | None) -> tuple[list[str], list[float]]:
+def decide_actions(probs: torch.Tensor, names: Sequence[str], rule: EventRule | None,
+                   temperature: float = 1.0) -> tuple[list[str], list[float]]:
     """probs [T, A] of one episode (or recording), in frame order -> (action name per frame, its probability).
-    rule=None is plain argmax."""
-    probs = torch.as_tensor(probs, dtype=torch.float64)
+    rule=None is plain argmax. `temperature`: probs were calibrated with it (evaluation/calibration.py); the rule
+    was tuned on the raw softmax, so it decides on that (softmax(T * log p) undoes the calibration); the returned
+    probabilities stay the given ones."""
+    given = torch.as_tensor(probs, dtype=torch.float64)
+    probs = given if temperature == 1.0 else torch.softmax(given.clamp_min(1e-12).log() * temperature, dim=-1)
     names = list(names)
     logp = probs.clamp_min(1e-12).log()
     if rule is not None and rule.bias:
@@ -72,7 +76,7 @@ def decide_actions(probs: torch.Tensor, names: Sequence[str], rule: EventRule | 
         for name, gap in rule.fill.items():
             if gap > 0 and name in names:
                 _fill(ids, names.index(name), gap)
-    return [names[i] for i in ids], [float(probs[f, i]) for f, i in enumerate(ids)]
+    return [names[i] for i in ids], [float(given[f, i]) for f, i in enumerate(ids)]
 
 
 def _merge(ids: list[int], probs, logp, c: int, window: int, fallback: list[int]) -> None:

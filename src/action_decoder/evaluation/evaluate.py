@@ -20,7 +20,8 @@ from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
 from action_decoder.training.checkpoint import load_checkpoint
 from action_decoder.training.curriculum import build_stages
-from action_decoder.training.loop import class_counts, validate
+from action_decoder.training.setup import class_counts
+from action_decoder.training.validate import validate
 
 
 def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
@@ -60,7 +61,7 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
     loss_fn = build_loss(cfg.loss, stage.loss_weights, _training_class_counts(path, cfg, ckpt, stage, tokenizer))
 
     def run(event_rule=None, frames=None):
-        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator,
+        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, accelerator,
                         event_rule=event_rule, frames=frames)
 
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
@@ -154,7 +155,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
               "epoch": ckpt["epoch"], "stage": ckpt["stage"], "num_clips": len(dataset),
               "num_episodes": len(dataset.episodes), "skipped_clips": getattr(dataset, "skipped", 0),
               "prompt": prompt, "event_rule": None if rule is None else rule.as_dict(), "tuned": tuned,
-              "loss": losses, "metrics": summary,
+              "loss": losses, "metrics": summary, "calibration": ckpt.get("calibration"),
               "event_argmax": {k: v for k, v in argmax.items() if k.startswith("event_")},
               "false_events": {"argmax": count_false_events(decided_events(episodes, names["actions"], None), tolerance),
                                **({"rule": count_false_events(decided_events(episodes, names["actions"], rule),

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from action_decoder.evaluation.events import Event, match_events
+from action_decoder.evaluation.events import ActionEvent, match_events
 
 CAUSES = ("duplicate", "wrong_detail", "wrong_type", "spurious")
 
 
-def false_event_causes(pred: Sequence[Event], true: Sequence[Event], tolerance: int) -> list[tuple[str, str]]:
+def false_event_causes(pred: Sequence[ActionEvent], true: Sequence[ActionEvent], tolerance: int) -> list[tuple[str, str]]:
     """(predicted type, cause) of every unmatched predicted event of one episode."""
     pairs = match_events(pred, true, tolerance)
     matched_pred = {i for i, _ in pairs}
@@ -41,7 +41,7 @@ def false_event_causes(pred: Sequence[Event], true: Sequence[Event], tolerance: 
     return out
 
 
-def count_false_events(episodes: Sequence[tuple[Sequence[Event], Sequence[Event]]], tolerance: int) -> dict:
+def count_false_events(episodes: Sequence[tuple[Sequence[ActionEvent], Sequence[ActionEvent]]], tolerance: int) -> dict:
     """{predicted type: {cause: count}} over episodes of (predicted, true) events, plus `all`."""
     table: dict[str, dict[str, int]] = {"all": dict.fromkeys(CAUSES, 0)}
     for pred, true in episodes:

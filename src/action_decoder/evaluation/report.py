@@ -85,5 +85,9 @@ def write_eval_markdown(result: dict, path: Path, confusion_png: str = "confusio
         f"![confusion]({confusion_png})",
         "",
     ]
+    if result.get("calibration"):  # scripts/calibrate.py stored a temperature in the checkpoint
+        from action_decoder.evaluation.calibration import calibration_markdown
+
+        lines += calibration_markdown(result["calibration"])
     path.write_text("\n".join(lines))
     return path
