@@ -84,3 +84,14 @@ def test_false_events_are_told_apart_by_cause():
     assert table["hotkey"]["wrong_detail"] == 1  # ctrl+v where ctrl+c happened
     assert table["drag"]["spurious"] == 1
     assert table["all"] == {"duplicate": 1, "wrong_detail": 1, "wrong_type": 1, "spurious": 1}
+
+
+def test_calibrated_probabilities_are_decided_as_the_raw_ones_the_rule_was_tuned_on():
+    logits = torch.tensor([[2.0, 1.0, 1.6, 0.0, 0.0], [0.0, 0.0, 3.0, 2.7, 0.0]], dtype=torch.float64)
+    rule = EventRule(bias={"click": -0.2})
+    raw = torch.softmax(logits, -1)
+    calibrated = torch.softmax(logits / 2.5, -1)  # annotate's probabilities under a fitted temperature of 2.5
+    actions, score = decide_actions(calibrated, NAMES, rule, temperature=2.5)
+    assert actions == decide_actions(raw, NAMES, rule)[0] == ["none", "click"]
+    assert decide_actions(calibrated, NAMES, rule)[0] == ["none", "drag"]  # the offset means less on softer scores
+    assert score == [float(calibrated[f, NAMES.index(a)]) for f, a in enumerate(actions)]
