@@ -22,6 +22,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from action_decoder import cli
+
 class PreflightError(RuntimeError):
     """A reason to stop, already phrased for the user."""
 
@@ -161,4 +163,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry(main)

@@ -3,7 +3,8 @@
 The metrics log (written by the training loop, one JSON object a line) holds three kinds of records:
   split "train"       per logged step: epoch, step, stage, lr, loss {total, action, key, modifier, click, ...}
   split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
-  split "val"         per epoch: validation loss {...} and metrics {...}
+  split "val"         per validation (at the end of each epoch, and every train.val_every_steps optimizer steps):
+                      epoch, step (the optimizer step it followed), validation loss {...} and metrics {...}
 Curriculum stage switches show as the `stage` field changing between epochs; every plot marks them.
 """
 from __future__ import annotations
@@ -54,3 +55,25 @@ def epoch_records(records: Iterable[dict], split: str) -> list[dict]:
         if rec.get("split") == split and rec.get("epoch") is not None:
             by_epoch[int(rec["epoch"])] = rec
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def step_records(records: Iterable[dict], split: str = "train") -> list[dict]:
+    """Records of `split` carrying a step, one per step, sorted; a step logged twice (resume) keeps the last.
+    `val` records by step are the validation curve: several a epoch with train.val_every_steps."""
+    by_step: dict[int, dict] = {}
+    for rec in records:
+        if rec.get("split") == split and rec.get("step") is not None:
+            by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def epoch_ends(records: Iterable[dict]) -> dict[int, int]:
+    """{epoch: the last step it trained}: the per-epoch summary's step, else the epoch's last logged step."""
+    records = list(records)
+    ends: dict[int, int] = {}
+    for rec in step_records(records):
+        ends[int(rec["epoch"])] = int(rec["step"])
+    for rec in epoch_records(records, "train_epoch"):
+        if rec.get("step") is not None:
+            ends[int(rec["epoch"])] = int(rec["step"])
+    return dict(sorted(ends.items()))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from action_decoder.cli import SettingError
 from action_decoder.config import upgrade_config
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
@@ -140,7 +141,7 @@ def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
 def check_compatible(ckpt: dict, cfg: DictConfig, path: str | Path) -> None:
     bad = config_mismatches(ckpt["config"], cfg)
     if bad:
-        raise ValueError(f"{path} was trained with a different architecture; mismatched keys:\n  " + "\n  ".join(bad))
+        raise SettingError(f"{path} was trained with a different architecture; mismatched keys:\n  " + "\n  ".join(bad))
 
 
 def prune_epoch_snapshots(run_dir: Path, keep_last: int) -> None:

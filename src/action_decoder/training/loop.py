@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from action_decoder.cli import SettingError
 from action_decoder.data.clips import build_clip_dataset, collate_clips, split_files
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.data.vocab import IGNORE_INDEX
@@ -193,7 +194,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     val_sets = {s.name: build_clip_dataset(cfg, "val", tokenizer, data_cfg=s.data, every_frame_once=True) for s in stages}
     for name, ds in datasets.items():
         if len(ds) // accelerator.num_processes < tc.batch_size:
-            raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
+            raise SettingError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
                              f"{accelerator.num_processes} processes; make more recordings or lower train.batch_size")
 
     data_files = sorted({f for s in stages for split in ("train", "val") for f in split_files(s.data, split)})
@@ -203,7 +204,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
         saved = ckpt.read_trainer_state(run_dir).get("layout")
         changes = state.layout.changes_from(RunLayout(**saved)) if saved else []
         if changes:
-            raise ValueError(f"resume={run_dir}: the run's layout changed since its resume state was saved:\n  "
+            raise SettingError(f"resume={run_dir}: the run's layout changed since its resume state was saved:\n  "
                              + "\n  ".join(changes))
         ckpt.verify_resume_state(run_dir / RESUME_DIRNAME)
     if accelerator.is_main_process:  # only once every check passed: a refused resume leaves the run as it was
@@ -370,7 +371,7 @@ def train(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
 
         # best.pt: the best train.best_metric among epochs of the last stage, where every head trains.
         if tc.best_metric not in val_summary:
-            raise ValueError(f"train.best_metric={tc.best_metric!r} is not a validation metric; choose from "
+            raise SettingError(f"train.best_metric={tc.best_metric!r} is not a validation metric; choose from "
                              f"{sorted(_scalars(val_summary))}")
         value = val_summary[tc.best_metric] if val_summary[tc.best_metric] is not None else -1.0  # None: undefined
         improved = stage.index == len(stages) - 1 and (state.best_epoch is None or value > state.best_value)
