@@ -36,8 +36,9 @@ def load_checkpoint_file(path: str | Path) -> dict:
     try:
         ckpt = load_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - whatever torch.load makes of a file that is no checkpoint
-        raise SettingError(f"checkpoint={path}: not a checkpoint this code reads ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else ''}); {CHECKPOINT_HINT}") from err
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+        raise SettingError(f"checkpoint={path}: not a checkpoint (torch.load cannot read it: {reason}); "
+                           f"{CHECKPOINT_HINT}") from err
     return ckpt
 
 
