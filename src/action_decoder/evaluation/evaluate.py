@@ -36,7 +36,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
     try:
         ckpt = load_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - whatever torch.load makes of a file that is no checkpoint
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        reason = f"{type(err).__name__}: {first}" if 0 < len(first) <= 60 else type(err).__name__
         raise SettingError(f"checkpoint={path}: not a checkpoint (torch.load cannot read it: {reason}); "
                            f"{CHECKPOINT_HINT}") from err
     return ckpt
