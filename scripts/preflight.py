@@ -52,7 +52,9 @@ def preflight(cfg: DictConfig) -> dict:
     from action_decoder.data.tokenizer import build_tokenizer
     from action_decoder.models.build import build_model
     from action_decoder.training.curriculum import build_stages, stage_at
-    from action_decoder.training.loop import make_accelerator, make_loader, make_loss, make_optimizer, to_device
+    from action_decoder.data.loader import EpochSampler, make_loader, to_device
+    from action_decoder.training.setup import make_accelerator, make_loss, make_optimizer
+    from action_decoder.training.step import train_step
     from action_decoder.training.throughput import peak_bf16_flops
 
     tc, pc = cfg.train, cfg.preflight
@@ -78,7 +80,8 @@ def preflight(cfg: DictConfig) -> dict:
         f"(backbone {cfg.backbone.dtype}, mixed_precision {tc.mixed_precision}, {accelerator.num_processes} process(es))")
 
     loss_fn = make_loss(stage, cfg, accelerator, dataset)
-    loader = make_loader(dataset, cfg, stage.data, tokenizer.pad_token_id, 0, accelerator, train=True)
+    sampler = EpochSampler(len(dataset), cfg.seed, accelerator.process_index, accelerator.num_processes, train=True)
+    loader = make_loader(dataset, sampler, tc.batch_size, stage.data.num_workers, tokenizer.pad_token_id)
     device = accelerator.device
     cuda = device.type == "cuda"
     steps = int(pc.steps)
@@ -97,15 +100,12 @@ def preflight(cfg: DictConfig) -> dict:
         start = time.perf_counter()
         counter = FlopCounterMode(display=False) if step == 0 else None
         with counter or nullcontext():
-            for _ in range(tc.grad_accum):
-                with accelerator.accumulate(model):
-                    losses = loss_fn(model(batch), batch)
-                    if not torch.isfinite(losses["total"]):
-                        raise PreflightError(f"non-finite loss at step {step}: "
-                                             f"{ {k: float(v.detach()) for k, v in losses.items()} }")
-                    accelerator.backward(losses["total"])
-                    optimizer.step()
-                    optimizer.zero_grad()
+            for _ in range(tc.grad_accum):  # the training loop's own step, without a schedule
+                result = train_step(model, batch, loss_fn, optimizer, None, accelerator, tc.max_grad_norm)
+                if not result.taken:
+                    raise PreflightError(f"non-finite loss at step {step}: "
+                                         f"{ {k: float(v.detach()) for k, v in result.losses.items()} }")
+        losses = result.losses
         if cuda:
             torch.cuda.synchronize(device)
         if counter is not None:

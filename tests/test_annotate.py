@@ -13,7 +13,7 @@ import torch
 from action_decoder.evaluation.events import EventCounts, frames_to_events
 from tests.conftest import only_run_dir, run_cli, run_train, subprocess_env
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tests.conftest import subprocess_env
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FPS = 10.0
 MISSING = missing_tools()
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(bool(MISSING), reason=f"desktop recorder needs {', '.join(MISSING)} (see data/README.md §5)")]
 
 

@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import only_run_dir, read_metrics, run_cli, step_losses, subprocess_env, train_args
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 # 4 micro-steps an epoch, 2 per optimizer step, 2 clips per rank per micro-step.
 ARGS = ["train.epochs=2", "train.batch_size=2", "train.grad_accum=2", "train.max_steps_per_epoch=4"]

@@ -43,6 +43,7 @@ def prepared(tmp_path_factory):
     return out, summary, split, episode, proc.stdout
 
 
+@pytest.mark.e2e
 def test_raw_event_counts_match_the_log(prepared):
     _, summary, _, _, stdout = prepared
     events = summary["events"]
@@ -53,6 +54,7 @@ def test_raw_event_counts_match_the_log(prepared):
     assert "left_press 22" in stdout and "key_press 27" in stdout
 
 
+@pytest.mark.e2e
 def test_log_resolves_into_the_actions_it_shows(prepared):
     _, summary, split, _, _ = prepared
     # 22 left presses: 3 drags (175.31 -> 176.12 ~205 px, 179.94 -> 180.95, 187.51 -> 187.96),
@@ -69,6 +71,7 @@ def test_log_resolves_into_the_actions_it_shows(prepared):
     assert frames["scroll_up"] == 0 and frames["hotkey"] == 0 and frames["right_click"] == 0
 
 
+@pytest.mark.e2e
 def test_specific_frames(prepared):
     *_, episode, _ = prepared
     action, key, click = episode["action"], episode["key"], episode["click"]
@@ -89,6 +92,7 @@ def test_specific_frames(prepared):
     assert episode["screen"] == [1512, 982] and episode["video_fps"] == VIDEO_FPS
 
 
+@pytest.mark.e2e
 def test_prepared_ducktrack_set_validates(prepared):
     out = prepared[0]
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "validate_data.py"), f"data.prepared_dir={out}"],

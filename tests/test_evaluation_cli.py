@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import only_run_dir, read_metrics, run_eval, run_train
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def split_frames(prepared, split: str) -> int:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO, only_run_dir, run_cli, run_eval, run_train
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

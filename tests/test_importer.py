@@ -373,6 +373,7 @@ def test_small_out_of_order_jitter_is_sorted_not_rejected(tmp_path):
     assert [e.line for e in read_events(rec / "events.jsonl")] == [1, 3, 2]
 
 
+@pytest.mark.e2e
 def test_prepare_cli_reports_a_malformed_line_without_traceback(tmp_path):
     write_recording(tmp_path / "rec" / "bad", [move(0.1, 1, 1)], raw_lines=['{"time_stamp": 1000.2, "action": "jump"}'],
                     n_video_frames=5)

@@ -18,7 +18,7 @@ from tests.conftest import (REPO, only_run_dir, read_metrics, run_cli, run_dirs,
                             train_args, trainer_state)
 from tests.test_resume import sigterm_when
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 # conf/model/parallel.yaml: causal trunk + per-frame encoding, so validation streams. Multi-process validation
 # generates max_text_tokens + 1 tokens every frame (ZeRO-3 needs equal forwards on every rank): keep it short.

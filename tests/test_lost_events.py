@@ -2,6 +2,8 @@
 per class (prepare_data.py summary) and validate_data.py names the recordings losing too many."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -51,6 +53,7 @@ def test_a_drag_continuation_is_not_an_event_and_beats_what_it_covers(tmp_path):
     assert stats.labelled_events == {"drag": 1, "right_click": 1} and stats.lost_events == {"right_click": 1}
 
 
+@pytest.mark.e2e
 def test_summary_and_validate_name_the_lossy_recording(tmp_path):
     recordings = tmp_path / "recordings"
     write_recording(recordings / "lossy", COLLIDING)

@@ -1,6 +1,7 @@
 """ActionMetrics on hand-computed cases: what validation and eval.py report."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,13 +32,18 @@ def make_batch(action, key, modifier, click_xy=None, click_mask=None):
     }
 
 
+def as_outputs(fields: dict) -> SimpleNamespace:
+    """What ActionMetrics reads of the model's Outputs (no transcript decoder)."""
+    return SimpleNamespace(transcript_targets=None, **fields)
+
+
 def outputs_for(pred_action, pred_key, pred_mod, pred_xy):
-    return {
+    return as_outputs({
         "action_logits": one_hot_logits(torch.tensor(pred_action), len(ACTIONS)),
         "key_logits": one_hot_logits(torch.tensor(pred_key), len(KEYS)),
         "modifier_logits": one_hot_logits(torch.tensor(pred_mod), len(MODS)),
         "click_xy": torch.tensor(pred_xy, dtype=torch.float32),
-    }
+    })
 
 
 def random_batch(gen: torch.Generator, b=3, t=5):
@@ -53,7 +59,7 @@ def random_batch(gen: torch.Generator, b=3, t=5):
         "modifier_logits": torch.randn(b, t, len(MODS), generator=gen),
         "click_xy": (batch["click_xy"] + torch.randn(b, t, 2, generator=gen) * 0.05).clamp(0, 1),
     }
-    return outputs, batch
+    return as_outputs(outputs), batch
 
 
 def test_perfect_predictions_score_one():
@@ -148,7 +154,7 @@ def test_majority_baseline_of_targets():
     assert majority_baseline([[0, 0], [0, 0]], ["a", "b"]) == {"acc": None, "macro_f1": None, "class": None}
 
 
-def test_merge_of_two_accumulators_equals_one_over_all_data():
+def test_summed_counts_of_two_accumulators_equal_one_over_all_data():
     gen = torch.Generator().manual_seed(0)
     data = [random_batch(gen) for _ in range(6)]
     whole, first, second = (ActionMetrics(ACTIONS, KEYS, MODS) for _ in range(3))
@@ -158,18 +164,11 @@ def test_merge_of_two_accumulators_equals_one_over_all_data():
     whole.update_transcripts(["a b", "", "c"], ["a c", "x", ""])
     first.update_transcripts(["a b"], ["a c"])
     second.update_transcripts(["", "c"], ["x", ""])
-    # the state route a multi-process loop reduces (sum of the per-process count tensors) ...
+    # what a multi-process validation reduces: the sum of the per-process count tensors
     rebuilt = ActionMetrics(ACTIONS, KEYS, MODS)
     rebuilt.load_state({k: v + second.state()[k] for k, v in first.state().items()})
     assert rebuilt.compute() == whole.compute()
-    # ... and merge() both equal one pass over all the data
-    assert first.merge(second).compute() == whole.compute()
     assert whole.compute()["n_frames"] == 6 * 3 * 5
-
-
-def test_merge_refuses_different_vocabularies():
-    with pytest.raises(ValueError, match="vocabularies"):
-        ActionMetrics(ACTIONS, KEYS, MODS).merge(ActionMetrics(ACTIONS[:2], KEYS, MODS))
 
 
 def test_out_of_range_class_id_is_an_error_not_a_silent_count():
@@ -179,11 +178,7 @@ def test_out_of_range_class_id_is_an_error_not_a_silent_count():
         m.update(outputs_for([[0, 0]], [[0, 0]], [[0, 0]], [[[0, 0]] * 2]), batch)
 
 
-def test_update_accepts_attribute_objects_and_config_vocabulary():
-    class Obj:
-        def __init__(self, d):
-            self.__dict__.update(d)
-
+def test_update_takes_the_config_vocabulary():
     labels = load_config([]).labels
     keys = labels["keys"]  # not labels.keys: that is DictConfig's dict method
     m = ActionMetrics(labels.actions, keys, labels.modifiers)
@@ -203,7 +198,7 @@ def test_update_accepts_attribute_objects_and_config_vocabulary():
     }
     with pytest.raises(TypeError, match=r"cfg.labels\['keys'\]"):
         ActionMetrics(labels.actions, labels.keys, labels.modifiers)  # the DictConfig method, not the vocabulary
-    m.update(Obj(outputs), Obj(batch))
+    m.update(as_outputs(outputs), batch)
     r = m.compute()
     assert r["action_per_class_acc"]["hotkey"] == 1.0 and r["key_acc"] == 1.0 and r["n_frames"] == 8
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import REPO, only_run_dir, read_metrics, run_cli, run_eval, run_train, trainer_state
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def split_frames(prepared, split: str) -> int:

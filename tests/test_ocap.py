@@ -49,6 +49,7 @@ def test_real_recording_types_test_text(version):
     assert (rec.meta.screen_width, rec.meta.screen_height) in ((w, h), (w - 1, h - 1))  # 1025x1017 padded to even
 
 
+@pytest.mark.e2e
 def test_real_recordings_prepare_and_validate(tmp_path):
     out = tmp_path / "prepared"
     common = [f"data.recordings_dir={FIXTURES}", f"data.prepared_dir={out}"]
@@ -166,6 +167,7 @@ def keyboard(ms, kind, vk):
     return ("keyboard", ms, {"event_type": kind, "vk": vk})
 
 
+@pytest.mark.e2e
 def test_hand_made_recordings_edge_cases_and_bad_input(tmp_path, vocab):
     rec = tmp_path / "ocap"
     rec.mkdir()

@@ -307,6 +307,7 @@ def test_from_pretrained_rejects_a_checkpoint_with_missing_keys(tmp_path, fixtur
         OneVisionEncoder.from_pretrained(tmp_path / "ckpt")
 
 
+@pytest.mark.e2e
 def test_from_pretrained_offline_hub_id_fails_fast_with_instructions(tmp_path):
     code = (
         "from action_decoder.models.towers.onevision_encoder import OneVisionEncoder\n"

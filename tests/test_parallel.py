@@ -36,6 +36,11 @@ def tokenizer():
     return build_tokenizer("small")
 
 
+def transcript_logits(out) -> torch.Tensor | None:
+    """[B, T, S+1, vocab] logits at every predicting slot (the model makes them at target rows only)."""
+    return None if out.transcript_hidden is None else out.transcript_head(out.transcript_hidden)
+
+
 def make_cfg(*overrides: str):
     return load_config([*SMALL, *overrides])
 
@@ -93,7 +98,7 @@ def test_forward_backward_trains_text_lora_visual_projection_and_heads(tokenizer
     batch = make_batch(tokenizer)
     out = model(batch)
     assert out.action_logits.shape[:2] == (B, T) and out.click_logits.shape == (B, T, 16)
-    assert out.transcript_logits.shape == (B, T, S + 1, len(tokenizer))
+    assert transcript_logits(out).shape == (B, T, S + 1, len(tokenizer))
     losses = build_loss(make_cfg().loss)(out, batch)
     assert set(losses) == {"action", "key", "modifier", "click", "transcript", "total"}
     losses["total"].backward()
@@ -123,7 +128,7 @@ def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
             n = int(batch["transcript_mask"][b, t].sum())
             want = batch["transcript_ids"][b, t, :n].tolist() + [eof] + [-100] * (S - n)
             assert out.transcript_targets[b, t].tolist() == want
-    logits, targets = out.transcript_logits, out.transcript_targets
+    logits, targets = transcript_logits(out), out.transcript_targets
     rows = targets != -100
     manual = F.cross_entropy(logits[rows], targets[rows])
     torch.testing.assert_close(loss_fn(out, batch)["transcript"], manual)
@@ -145,7 +150,7 @@ def test_transcript_loss_is_next_token_ce_on_text_and_eof_only(tokenizer):
                                            torch.randint(5, 90, batch["transcript_ids"].shape))
     with torch.no_grad():
         again = model(padded)
-    torch.testing.assert_close(again.transcript_logits[rows], logits[rows])
+    torch.testing.assert_close(transcript_logits(again)[rows], logits[rows])
     torch.testing.assert_close(again.action_logits, out.action_logits)
 
 
@@ -157,7 +162,7 @@ def test_frame_transcript_reads_frames_up_to_the_next_one(tokenizer):
     changed = dict(batch, pixels=batch["pixels"].clone())
     changed["pixels"][:, -1] += 1.0
     with torch.no_grad():
-        before, after = model(batch).transcript_logits, model(changed).transcript_logits
+        before, after = transcript_logits(model(batch)), transcript_logits(model(changed))
     assert T >= 3
     torch.testing.assert_close(after[:, :-2], before[:, :-2], rtol=0, atol=1e-6)
     assert not torch.allclose(after[:, -2], before[:, -2]) and not torch.allclose(after[:, -1], before[:, -1])
@@ -180,7 +185,7 @@ def test_heads_are_independent(tokenizer):
         model.heads.key.bias.zero_()
         model.heads.modifier.weight.zero_()
         after = model(batch)
-    for field in ("action_logits", "click_logits", "transcript_logits"):
+    for field in ("action_logits", "click_logits", "transcript_hidden"):
         torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=0)
     assert not torch.equal(after.key_logits, before.key_logits)
     assert after.key_logits.abs().max() == 0
@@ -195,8 +200,8 @@ def test_heads_never_read_the_reference_transcript(tokenizer):
                            if k.startswith("transcript")})
     with torch.no_grad():
         a, b = model(batch), model(other)
-    assert not torch.equal(a.transcript_logits[:, 1:], b.transcript_logits[:, 1:]) or a.transcript_logits.shape != \
-        b.transcript_logits.shape  # the LM did read the texts
+    assert not torch.equal(transcript_logits(a)[:, 1:], transcript_logits(b)[:, 1:]) or transcript_logits(a).shape != \
+        transcript_logits(b).shape  # the LM did read the texts
     for field in ("action_logits", "key_logits", "modifier_logits", "click_logits"):
         torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=0, atol=0)
 
@@ -212,12 +217,13 @@ def test_checkpoint_round_trip_strict(tokenizer, tmp_path):
     fresh = make_model(tokenizer, seed=123).eval()
     with torch.no_grad():
         expected = trained(batch)
-        assert not torch.allclose(fresh(batch).transcript_logits, expected.transcript_logits)
+        assert not torch.allclose(transcript_logits(fresh(batch)), transcript_logits(expected))
     fresh.load_trainable_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
     with torch.no_grad():
         got = fresh(batch)
-    for field in ("action_logits", "key_logits", "modifier_logits", "click_logits", "transcript_logits"):
+    for field in ("action_logits", "key_logits", "modifier_logits", "click_logits", "transcript_hidden"):
         torch.testing.assert_close(getattr(got, field), getattr(expected, field), rtol=0, atol=0)
+    torch.testing.assert_close(transcript_logits(got), transcript_logits(expected), rtol=0, atol=0)
 
     # Strict: a checkpoint with a key dropped does not load.
     with pytest.raises(KeyError, match="missing keys"):
@@ -229,7 +235,7 @@ def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
     original = [o for o in SMALL if o != "model=parallel" and not o.startswith(("model.lm_", "model.max_text"))]
     model = build_model(load_config(original), tokenizer)
     out = model(make_batch(tokenizer))
-    assert out.transcript_logits is None
+    assert transcript_logits(out) is None
     assert set(build_loss(load_config(["loss.class_balance=0"]).loss)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
 
 

@@ -1,6 +1,8 @@
 """scripts/preflight.py through its real command line: timed steps and projections on tiny, one-line failures."""
 from __future__ import annotations
 
+import pytest
+
 import re
 import sys
 
@@ -9,6 +11,7 @@ from tests.conftest import REPO, TINY, run_cli
 PREFLIGHT = [sys.executable, str(REPO / "scripts" / "preflight.py"), *TINY]
 
 
+@pytest.mark.e2e
 def test_preflight_times_real_steps_and_projects_the_run(prepared_data):
     proc = run_cli([*PREFLIGHT, f"data.prepared_dir={prepared_data}", "preflight.steps=2", "preflight.sample_clips=4",
                     "train.epochs=5"])
@@ -26,6 +29,7 @@ def test_preflight_times_real_steps_and_projects_the_run(prepared_data):
     assert re.search(r"projected: epoch 0 = 3 optimizer steps = .*; 5 epochs = ", out), out
 
 
+@pytest.mark.e2e
 def test_preflight_without_data_exits_1_with_one_line(tmp_path):
     proc = run_cli([*PREFLIGHT, f"data.prepared_dir={tmp_path / 'missing'}"], check=False)
     assert proc.returncode == 1
@@ -34,6 +38,7 @@ def test_preflight_without_data_exits_1_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_preflight_batch_larger_than_the_data_names_the_knob(prepared_data):
     proc = run_cli([*PREFLIGHT, f"data.prepared_dir={prepared_data}", "train.batch_size=1000"], check=False)
     assert proc.returncode == 1

@@ -47,6 +47,7 @@ def _cfg(overrides):
     return load_config([*overrides, *SMALL_DECODER])
 
 
+@pytest.mark.e2e
 def test_script_writes_the_published_layouts_and_reuses_them(towers):
     root, overrides, first = towers
     vision, text = root / "vision", root / "text"
@@ -66,6 +67,7 @@ def test_script_writes_the_published_layouts_and_reuses_them(towers):
     assert "wrote" in first.stdout
 
 
+@pytest.mark.e2e
 def test_backbone_loads_the_pretrained_towers_strictly_frozen_with_lora(towers):
     root, overrides, _ = towers
     cfg = _cfg(overrides)
@@ -87,6 +89,7 @@ def test_backbone_loads_the_pretrained_towers_strictly_frozen_with_lora(towers):
         assert all(p.requires_grad == is_lora_parameter(n) for n, p in params.items())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("tower", ["vision", "text"])
 def test_a_missing_or_corrupted_weights_file_is_named(towers, tower, tmp_path):
     root, overrides, _ = towers
@@ -103,6 +106,7 @@ def test_a_missing_or_corrupted_weights_file_is_named(towers, tower, tmp_path):
         build_model(cfg, tokenizer)
 
 
+@pytest.mark.e2e
 def test_towers_changed_after_training_are_refused(towers, tmp_path):
     """A run records the towers' fingerprint in its resolved config (so in best.pt); other towers fail."""
     root, overrides, _ = towers
@@ -135,7 +139,7 @@ def test_glyph_labels_sit_on_the_drawn_characters():
     assert hits >= 0.9 * len(desk.glyphs)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_run_on_the_towers_records_them_and_eval_refuses_others(towers, prepared_data, tmp_path):
     """train.py on pretrained towers (through name_or_path): best.pt records their fingerprints; eval.py
     reloads them, and refuses once the towers were re-made."""

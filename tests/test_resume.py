@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import (REPO, read_metrics, run_cli, run_dirs, run_train, step_losses, subprocess_env,
                             train_args, trainer_state)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def sigterm_when(cmd: list[str], output_root: Path, when: Callable[[dict], bool], env: dict | None = None,

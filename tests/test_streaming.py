@@ -6,7 +6,7 @@ import torch
 
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.transcript import pick_token
-from tests.test_parallel import TEXTS, B, T, make_batch, make_cfg, make_model, train_steps
+from tests.test_parallel import TEXTS, B, T, make_batch, make_cfg, make_model, train_steps, transcript_logits
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_teacher_forced_logprobs_equal_step_by_step_scoring(tokenizer):
     batch = make_batch(tokenizer)
     with torch.no_grad():
         out = model(batch)
-    logp = torch.log_softmax(out.transcript_logits.float(), dim=-1)
+    logp = torch.log_softmax(transcript_logits(out).float(), dim=-1)
     steps = run(model, batch, forced_ids=batch["transcript_ids"], forced_mask=batch["transcript_mask"])
     assert len(steps) == T
     for t, step in enumerate(steps):

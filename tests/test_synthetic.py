@@ -308,6 +308,7 @@ def test_bad_config_is_refused():
         SyntheticConfig.from_cfg({"num_recordings": 2, "colour": "red"})
 
 
+@pytest.mark.e2e
 def test_cli_writes_recordings_from_config_overrides(tmp_path):
     out = tmp_path / "recs"
     res = subprocess.run([sys.executable, str(REPO / "scripts/make_synthetic_data.py"),

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO, only_run_dir, run_cli, run_train, subprocess_env, train_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 def user_env(**extra):
@@ -36,7 +36,7 @@ def files(tmp_path):
 
 def test_eval_mistakes(files):
     text, empty, missing = files / "notes.txt", files / "empty", files / "gone.pt"
-    assert "checkpoint=" + str(text) in (line := one_line_error("eval.py", f"checkpoint={text}"))
+    assert str(text) in (line := one_line_error("eval.py", f"checkpoint={text}"))
     assert "not a checkpoint" in line and "best.pt" in line
     assert "no such file or folder" in one_line_error("eval.py", f"checkpoint={missing}")
     assert "not an export" in one_line_error("eval.py", f"checkpoint={empty}")

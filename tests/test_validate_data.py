@@ -40,6 +40,7 @@ def run_cli(prepared_dir: Path) -> subprocess.CompletedProcess:
                            f"data.prepared_dir={prepared_dir}"], capture_output=True, text=True, cwd=REPO)
 
 
+@pytest.mark.e2e
 def test_clean_prepared_set_passes(prepared, vocab):
     out, _ = prepared
     report = validate_prepared(out, vocab)
@@ -48,6 +49,7 @@ def test_clean_prepared_set_passes(prepared, vocab):
     assert proc.returncode == 0 and "OK: 1 episodes, 10 frames" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_every_problem_is_listed_with_split_and_line(prepared, vocab, tmp_path):
     out, good = prepared
 

@@ -18,7 +18,8 @@ from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
 from action_decoder.training.checkpoint import load_checkpoint
 from action_decoder.training.curriculum import build_stages
-from action_decoder.training.loop import class_counts, validate
+from action_decoder.training.setup import class_counts
+from action_decoder.training.validate import validate
 
 
 CHECKPOINT_HINT = "give a best.pt / epoch_NNN.pt of a run, or a folder written by scripts/export_checkpoint.py"
@@ -33,14 +34,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
         return load_export(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint={path}: no such file or folder; {CHECKPOINT_HINT}")
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception as err:  # noqa: BLE001 - whatever torch.load makes of a file that is no checkpoint
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        reason = f"{type(err).__name__}: {first}" if 0 < len(first) <= 60 else type(err).__name__
-        raise SettingError(f"checkpoint={path}: not a checkpoint (torch.load cannot read it: {reason}); "
-                           f"{CHECKPOINT_HINT}") from err
-    return ckpt
+    return load_checkpoint(path)  # refuses a file that is no checkpoint of this format, naming it
 
 
 def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
@@ -79,7 +73,7 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
     loss_fn = build_loss(cfg.loss, stage.loss_weights, _training_class_counts(path, cfg, ckpt, stage, tokenizer))
 
     def run():
-        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, 0, accelerator)
+        return validate(model, dataset, loss_fn, cfg, stage, tokenizer.pad_token_id, accelerator)
 
     return accelerator.unwrap_model(model), cfg, ckpt, dataset, run
 

@@ -31,8 +31,8 @@ _CHARS = jiwer.ReduceToListOfListOfChars()  # character edit distance that keeps
 
 
 @dataclass
-class Event:
-    """One event of an episode; frames are sampled-frame indices, frame_end inclusive, x/y normalized."""
+class ActionEvent:
+    """One action event of an episode (what event F1 matches; data/events.py's Event is one logged input event); frames are sampled-frame indices, frame_end inclusive, x/y normalized."""
 
     type: str
     frame_start: int
@@ -64,7 +64,7 @@ class Event:
 def frames_to_events(action: Sequence[str], key: Sequence[str | None] | None = None,
                      modifier: Sequence[str | None] | None = None,
                      click: Sequence[Sequence[float] | None] | None = None,
-                     score: Sequence[float] | None = None) -> list[Event]:
+                     score: Sequence[float] | None = None) -> list[ActionEvent]:
     """One episode's per-frame labels -> its events, in frame order.
 
     click / double_click / right_click / key / hotkey: one event per frame (labels put one press on one
@@ -77,7 +77,7 @@ def frames_to_events(action: Sequence[str], key: Sequence[str | None] | None = N
     key = key if key is not None else [None] * n
     modifier = modifier if modifier is not None else [None] * n
     click = click if click is not None else [None] * n
-    events: list[Event] = []
+    events: list[ActionEvent] = []
     f = 0
     while f < n:
         a = action[f]
@@ -88,16 +88,16 @@ def frames_to_events(action: Sequence[str], key: Sequence[str | None] | None = N
         s = None if score is None else float(sum(score[f:end + 1]) / (end + 1 - f))
         xy, xy_end = click[f], click[end]
         if a in POINT_TYPES:
-            events.append(Event(a, f, f, *_xy(xy), modifiers=modifier[f], score=s))
+            events.append(ActionEvent(a, f, f, *_xy(xy), modifiers=modifier[f], score=s))
         elif a == "drag":
-            events.append(Event(a, f, end, *_xy(xy), *_xy(xy_end), modifiers=modifier[f], score=s))
+            events.append(ActionEvent(a, f, end, *_xy(xy), *_xy(xy_end), modifiers=modifier[f], score=s))
         elif a in ("scroll_up", "scroll_down"):
-            events.append(Event("scroll", f, end, direction=a.split("_")[1], score=s))
+            events.append(ActionEvent("scroll", f, end, direction=a.split("_")[1], score=s))
         elif a == "type":
             text = "".join(k if k is not None and len(k) == 1 else UNKNOWN_CHAR for k in key[f:end + 1])
-            events.append(Event(a, f, end, text=text, modifiers=modifier[f], score=s))
+            events.append(ActionEvent(a, f, end, text=text, modifiers=modifier[f], score=s))
         elif a in ("key", "hotkey"):
-            events.append(Event(a, f, f, key=key[f], modifiers=modifier[f], score=s))
+            events.append(ActionEvent(a, f, f, key=key[f], modifiers=modifier[f], score=s))
         f = end + 1
     return events
 
@@ -106,7 +106,7 @@ def _xy(xy) -> tuple[float | None, float | None]:
     return (None, None) if xy is None else (float(xy[0]), float(xy[1]))
 
 
-def match_events(pred: Sequence[Event], true: Sequence[Event], tolerance: int) -> list[tuple[int, int]]:
+def match_events(pred: Sequence[ActionEvent], true: Sequence[ActionEvent], tolerance: int) -> list[tuple[int, int]]:
     """(pred index, true index) pairs: same type and detail, start frames at most `tolerance` apart,
     each event used at most once; the closest pairs are taken first (ties: earlier true, then earlier
     predicted event)."""
@@ -149,7 +149,7 @@ class EventCounts:
     def _add(self, name: str, value: float) -> None:
         self.counts[_COUNT_NAMES.index(name)] += value
 
-    def add(self, pred: Sequence[Event], true: Sequence[Event]) -> list[tuple[int, int]]:
+    def add(self, pred: Sequence[ActionEvent], true: Sequence[ActionEvent]) -> list[tuple[int, int]]:
         """Add one episode's events; returns the matched (pred, true) index pairs."""
         pairs = match_events(pred, true, self.tolerance)
         for e in pred:

@@ -1,21 +1,20 @@
 """Per-frame decoder metrics: one accumulator shared by validation inside training and by `eval.py`.
 
 `ActionMetrics` keeps only summable counts (confusion matrices, hit / distance sums, edit counts),
-so per-batch updates, merging two accumulators and all-reducing across processes all give the same
-numbers as one pass over all the data. `compute()` turns the counts into a JSON-ready dict.
+so per-batch updates and all-reducing across processes give the same numbers as one pass over all
+the data. `compute()` turns the counts into a JSON-ready dict.
 
 Typical use::
 
     m = ActionMetrics(cfg.labels.actions, cfg.labels.keys, cfg.labels.modifiers)
     for batch in loader:
         m.update(model(batch), batch)          # outputs: action/key/modifier logits, click_xy
-    m.sync()                                   # sums counts over processes (no-op in one process)
+    m.load_state(reduce_counts(accelerator, m))  # counts summed over processes (training/validate.py)
     result = m.compute()                       # full dict (confusion, per class, ...)
     log(scalars(result))                       # numbers only, flat, for metrics.jsonl / wandb
 
-Multi-process note: summing per-rank counts also sums the samples a distributed sampler duplicated
-to even out the last batch (a few frames at most). For exact counts, gather the predicted ids with
-`accelerator.gather_for_metrics` and call `update_predictions` on one process instead.
+Multi-process: validation pads each rank's shard by repeating a clip and leaves the repeats out of
+`update` (data/loader.py `counted_mask`), so summed counts count each clip once.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import torch
 from action_decoder.data.vocab import IGNORE_INDEX
 
 
-# Count tensors that make up the state, in a fixed order (state() / load_state() / sync()).
+# Count tensors that make up the state, in a fixed order (state() / load_state()).
 _COUNT_KEYS = (
     "action_confusion",  # [A, A] int64, rows = target class, columns = predicted class
     "key_confusion",  # [K, K] int64, key frames only
@@ -51,17 +50,6 @@ _COUNT_KEYS = (
     "speak_hist_silent",  # [SPEAK_BINS] int64, the same on silent frames
 )
 SPEAK_BINS = 50  # resolution of the speak/silent AUC (ties within a bin count half)
-
-
-def _get(obj: Any, name: str) -> Any:
-    """Field `name` of a dict-like or attribute object (model outputs and batches come as either)."""
-    if isinstance(obj, Mapping):
-        if name not in obj:
-            raise KeyError(f"missing '{name}' (have: {sorted(obj)})")
-        return obj[name]
-    if not hasattr(obj, name):
-        raise KeyError(f"missing '{name}' on {type(obj).__name__}")
-    return getattr(obj, name)
 
 
 def _names(names: Any, what: str) -> list[str]:
@@ -201,42 +189,21 @@ class ActionMetrics:
         self._has_transcripts = bool(self._state["narrated_frames"] + self._state["silent_frames"]
                                      + self._state["tf_tokens"])
 
-    def merge(self, other: ActionMetrics) -> ActionMetrics:
-        """Add another accumulator's counts into this one (same vocabularies and radius); returns self."""
-        if (other.action_names, other.key_names, other.modifier_names) != (
-            self.action_names,
-            self.key_names,
-            self.modifier_names,
-        ):
-            raise ValueError("cannot merge ActionMetrics built on different label vocabularies")
-        if other.click_radius != self.click_radius:
-            raise ValueError(f"cannot merge click_radius {other.click_radius} into {self.click_radius}")
-        for name in _COUNT_KEYS:
-            self._state[name] = self._state[name] + other._state[name].to(self._state[name].device)
-        self._has_transcripts = self._has_transcripts or other._has_transcripts
-        return self
-
     # --------------------------------------------------------------------------------- updates
     def update(self, outputs: Any, batch: Any) -> None:
         """Add one batch: `outputs` has action/key/modifier_logits [B,T,C] and click_xy [B,T,2];
-        `batch` has action/key/modifier [B,T] (-100 where not applicable), click_xy [B,T,2], click_mask [B,T].
-        Dicts and attribute objects both work."""
+        `batch` has action/key/modifier [B,T] (-100 where not applicable), click_xy [B,T,2], click_mask [B,T]."""
         with torch.no_grad():
             self.update_predictions(
-                pred_action=_get(outputs, "action_logits").argmax(-1),
-                pred_key=_get(outputs, "key_logits").argmax(-1),
-                pred_modifier=_get(outputs, "modifier_logits").argmax(-1),
-                pred_click_xy=_get(outputs, "click_xy"),
+                pred_action=outputs.action_logits.argmax(-1),
+                pred_key=outputs.key_logits.argmax(-1),
+                pred_modifier=outputs.modifier_logits.argmax(-1),
+                pred_click_xy=outputs.click_xy,
                 batch=batch,
             )
-            # A dict of outputs holds the logits themselves; model Outputs make them at the target rows only.
-            if isinstance(outputs, Mapping):
-                targets, logits_at = outputs.get("transcript_targets"), lambda rows: outputs["transcript_logits"][rows]
-            else:
-                targets = getattr(outputs, "transcript_targets", None)  # absent on objects without a transcript
-                logits_at = lambda rows: outputs.transcript_logits_at(rows)  # noqa: E731
-            if targets is not None:
-                self.update_teacher_forced_rows(logits_at(targets != IGNORE_INDEX), targets)
+            targets = outputs.transcript_targets
+            if targets is not None:  # the logits made at the target rows only
+                self.update_teacher_forced_rows(outputs.transcript_logits_at(targets != IGNORE_INDEX), targets)
 
     def update_teacher_forced(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add teacher-forced transcript scores: logits [B, T, S+1, V] and targets [B, T, S+1] (each frame's
@@ -276,7 +243,7 @@ class ActionMetrics:
         """Like `update` but from predicted class ids [B,T] (and click points [B,T,2]): what a loop that
         gathers small id tensors across processes (instead of logits) passes in."""
         with torch.no_grad():
-            target_action = _get(batch, "action")
+            target_action = batch["action"]
             device = target_action.device
             self._to(device)
             shape = tuple(target_action.shape)
@@ -284,12 +251,12 @@ class ActionMetrics:
                 if tuple(t.shape) != shape:
                     raise ValueError(f"{name} has shape {list(t.shape)}, batch['action'] has {list(shape)}")
             self._add_confusion("action_confusion", pred_action, target_action, len(self.action_names), "action")
-            self._add_confusion("key_confusion", pred_key, _get(batch, "key"), len(self.key_names), "key")
+            self._add_confusion("key_confusion", pred_key, batch["key"], len(self.key_names), "key")
             self._add_confusion(
-                "modifier_confusion", pred_modifier, _get(batch, "modifier"), len(self.modifier_names), "modifier"
+                "modifier_confusion", pred_modifier, batch["modifier"], len(self.modifier_names), "modifier"
             )
-            target_xy = _get(batch, "click_xy").to(device)
-            mask = _get(batch, "click_mask").to(device).bool()
+            target_xy = batch["click_xy"].to(device)
+            mask = batch["click_mask"].to(device).bool()
             if tuple(pred_click_xy.shape) != tuple(target_xy.shape) or tuple(mask.shape) != shape:
                 raise ValueError(
                     f"click shapes disagree: predicted {list(pred_click_xy.shape)}, target {list(target_xy.shape)}, "

@@ -32,14 +32,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class Architecture:
     """The parts a `model.name` is made of (every decoder has the towers, the trunk and the heads)."""
 
-    description: str
     transcript: bool  # a per-frame transcript decoder through the text tower's LM head
 
 
 # `model.name` -> its parts: the names of the model card (conf/model/<name>.yaml holds each one's sizes).
 ARCHITECTURES = {
-    "original": Architecture("March-10: frame trunk + action/key/modifier/click heads", transcript=False),
-    "parallel": Architecture("parallel heads + a streaming per-frame transcript decoder", transcript=True),
+    "original": Architecture(transcript=False),  # March-10: frame trunk + action/key/modifier/click heads
+    "parallel": Architecture(transcript=True),   # parallel heads + a streaming per-frame transcript decoder
 }
 # backbone.vision keys that are OneVisionEncoderConfig fields.
 VISION_ARCH_KEYS = (
@@ -167,7 +166,7 @@ def _build(backbone, labels, dtype, decoder_cfg, transcript_cfg, tokenizer, empt
             text = build_text_model(text_cfg, tokenizer, dtype=dtype)
             if text_cfg.get("name_or_path"):
                 check_fingerprint("backbone.text", text_cfg)
-        lora_cfg = backbone.get("lora", {"enabled": False})
+        lora_cfg = backbone.get("lora", {"r": 0})
         vision = apply_tower_lora(vision, lora_cfg, "vision")
         text = apply_tower_lora(text, lora_cfg, "text")
         # A transcript decoder needs the tokenizer's eof/pad ids and decodes with it.

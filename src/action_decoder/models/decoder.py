@@ -49,8 +49,6 @@ class TaskAwareDecoder(nn.Module):
     def __init__(self, vision: OneVisionEncoder, text: nn.Module, config: DecoderConfig, num_actions: int,
                  num_keys: int, num_modifiers: int, transcript: TranscriptConfig | None = None,
                  tokenizer: Any | None = None) -> None:
-        """Parts are created in a fixed order (encoder side, trunk, heads, transcript): a seed gives the same
-        initial weights as every earlier version of the code."""
         super().__init__()
         self.config = config
         self.vision = vision

@@ -53,12 +53,6 @@ class Outputs:
         """[B, T, 2] predicted click position (see `decode_click_xy`); computed on access, no grad."""
         return decode_click_xy(self.click_logits, self.token_xy, self.token_cell)
 
-    @property
-    def transcript_logits(self) -> torch.Tensor | None:
-        """[B, T, S+1, vocab] logits at every predicting slot, made on access (rows x vocab memory: for tests and
-        small vocabularies; the loss and the metrics use `transcript_logits_at`)."""
-        return None if self.transcript_hidden is None else self.transcript_head(self.transcript_hidden)
-
     def transcript_logits_at(self, rows: torch.Tensor) -> torch.Tensor:
         """Logits [M, vocab] at the M slots where rows [B, T, S+1] is True (row-major order)."""
         return self.transcript_head(self.transcript_hidden[rows])

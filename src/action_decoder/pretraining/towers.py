@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from action_decoder.training.setup import warmup_cosine
 from action_decoder.data.frames import preprocess_frames
 from action_decoder.recorders.synthetic.recorder import SyntheticConfig, plan_recording
 from action_decoder.recorders.synthetic.scene import Desktop
@@ -192,12 +193,6 @@ def _clip_starts(screens: Screens) -> torch.Tensor:
     return torch.nonzero(same).flatten()
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def pretrain_vision(cfg: Mapping[str, Any], out_dir: Path, log=print) -> dict[str, Any]:
     """Train a random-init tiny encoder on the screen probes; save config.json + model.safetensors."""
     vision_cfg, p = cfg["backbone"]["vision"], cfg["backbone"]["pretrain"]
@@ -233,7 +228,7 @@ def pretrain_vision(cfg: Mapping[str, Any], out_dir: Path, log=print) -> dict[st
     encoder.train()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = float(p["lr"]) * _cosine(step, steps, max(1, steps // 20))
+            g["lr"] = float(p["lr"]) * warmup_cosine(steps, max(1, steps // 20))(step)
         batch = clip_batch(train, starts[torch.randint(len(starts), (bs,), generator=gen)], grid, patch, mean, std)
         out = run(batch)
         opt.zero_grad(set_to_none=True)
@@ -312,7 +307,7 @@ def pretrain_text(cfg: Mapping[str, Any], tokenizer: Any, out_dir: Path, log=pri
     model.train()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = float(p["lr"]) * _cosine(step, steps, max(1, steps // 20))
+            g["lr"] = float(p["lr"]) * warmup_cosine(steps, max(1, steps // 20))(step)
         x = train[torch.randint(len(train), (bs,), generator=gen)]
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)

@@ -19,7 +19,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from action_decoder.cli import SettingError
-from action_decoder.config import upgrade_config
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
 
@@ -64,51 +63,19 @@ def save_checkpoint(path: Path, state: dict, cfg: DictConfig, epoch: int, stage:
     os.replace(tmp, path)
 
 
-# Renames of trainable weights by format, the ONE map from every older format to the current names.
-# 1 -> 2: learned tensors became modules (ZeRO-3 gathers weights around a module's forward).
-V1_RENAMES = {"pool_query": "pool_query.weight", "null_prompt": "null_prompt.weight", "lm_query": "lm_query.weight",
-              "transcript_logit_scale": "transcript_logit_scale.weight"}
-V1_RESHAPES = {"transcript_logit_scale.weight": (1,)}  # was 0-dim: DeepSpeed's bf16 broadcast of those fails on gloo
-# 2 -> 3: the decoder became one composed model (models/decoder.py); its parts' weights moved under
-# trunk. / heads. / transcript. (name prefixes; the towers and the encoder-side projections kept theirs).
-V2_PREFIXES = {
-    "pool_query.": "trunk.pool.query.", "pool_attn.": "trunk.pool.attn.",
-    "motion_prev.": "trunk.motion.prev.", "motion_next.": "trunk.motion.next.", "motion_out.": "trunk.motion.out.",
-    "time_embed.": "trunk.time_embed.", "null_prompt.": "trunk.null_prompt.", "layers.": "trunk.layers.",
-    "norm.": "trunk.norm.",
-    "action_head.": "heads.action.", "key_head.": "heads.key.", "modifier_head.": "heads.modifier.",
-    "actor_query.": "heads.click.query.", "click_key.": "heads.click.key.",
-    "lm_query.": "transcript.query.", "lm_pool.": "transcript.pool.", "lm_visual_proj.": "transcript.visual_proj.",
-    "transcript_logit_scale.": "transcript.logit_scale.",
-}
-
-
-def _v2_name(name: str) -> str:
-    old = next((p for p in V2_PREFIXES if name.startswith(p)), None)
-    return name if old is None else V2_PREFIXES[old] + name[len(old):]
-
-
-def upgrade_state(state: dict, version: int) -> dict:
-    """A trainable state dict of an older format, in the current one's names and shapes."""
-    if version <= 1:
-        state = {V1_RENAMES.get(k, k): v for k, v in state.items()}
-        state = {k: v.reshape(V1_RESHAPES[k]) if k in V1_RESHAPES else v for k, v in state.items()}
-    if version <= 2:
-        state = {_v2_name(k): v for k, v in state.items()}
-    return state
-
-
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    version = ckpt.get("format_version")
-    if version not in range(1, FORMAT_VERSION + 1):
-        raise ValueError(f"{path}: format_version {version} is not one this code reads (1..{FORMAT_VERSION})")
-    ckpt["state"] = upgrade_state(ckpt["state"], version)
-    ckpt["config"] = upgrade_config(ckpt["config"])
-    ckpt["format_version"] = FORMAT_VERSION
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, truncated, or a pickle of other objects
+        raise SettingError(f"{path}: not a checkpoint this repo wrote ({type(err).__name__}); pass a best.pt or "
+                         "epoch_NNN.pt from a run dir, or an export folder (scripts/export_checkpoint.py)") from None
+    version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
+    if version != FORMAT_VERSION:
+        raise SettingError(f"{path}: checkpoint format {version}, but this code reads format {FORMAT_VERSION} only; "
+                         "retrain with this code, or evaluate it with the commit that wrote it")
     return ckpt
 
 
@@ -126,7 +93,6 @@ def _flatten(d, prefix=""):
 def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
     """Architecture keys whose values differ between a checkpoint's config and `cfg`."""
     now = OmegaConf.to_container(cfg, resolve=True)
-    saved = upgrade_config(saved)
     bad = []
     for section in ARCH_KEYS:
         a, b = _flatten(saved.get(section, {}), section + "."), _flatten(now.get(section, {}), section + ".")
@@ -210,13 +176,12 @@ def verify_resume_state(src: Path) -> None:
         if file_sha256(src / name) != digest:
             raise ValueError(f"{src / name}: contents changed since it was written (sha256 mismatch); "
                              "the resume state is corrupt or tampered with")
-    # Resume states hold the model's weights under its module names, which accelerate loads non-strictly (frozen
-    # weights are left out): weights saved under an older format's names would be skipped without a word.
-    version = json.loads((src / TRAINER_STATE).read_text()).get("format_version", 2)  # written since format 3
+    # accelerate loads resume weights non-strictly (frozen weights are left out): weights saved under other
+    # names would be skipped without a word, so a state of another format is refused.
+    version = json.loads((src / TRAINER_STATE).read_text()).get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{src}: a resume state of checkpoint format {version}, whose weight names this code "
-                         f"(format {FORMAT_VERSION}) does not use; it cannot be continued. Its best.pt / epoch_NNN.pt "
-                         "still load (eval.py checkpoint=...); start a new run to train further")
+        raise ValueError(f"{src}: a resume state of checkpoint format {version}; this code continues format "
+                         f"{FORMAT_VERSION} only. Start a new run")
 
 
 def read_trainer_state(run_dir: Path) -> dict:

@@ -58,7 +58,7 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
     extra: list[str] = []
     resume = next((a.split("=", 1)[1] for a in overrides if a.startswith("resume=")), None)
     if resume and resume != "null":
-        from action_decoder.config import load_config, upgrade_override  # compose once to learn output_root / experiment
+        from action_decoder.config import load_config  # compose once to learn output_root / experiment
 
         cfg = load_config(overrides)
         run_dir = resolve_resume_dir(resume, cfg.output_root, cfg.experiment_name)
@@ -67,7 +67,7 @@ def pin_run_dir_argv(argv: list[str]) -> list[str]:
         # rebuild the same model and data); overrides given now come later and win.
         saved = run_dir / ".hydra" / "overrides.yaml"
         if saved.is_file():
-            argv = [argv[0], *[upgrade_override(str(o)) for o in OmegaConf.load(saved)], *argv[1:]]
+            argv = [argv[0], *[str(o) for o in OmegaConf.load(saved)], *argv[1:]]
         # Hydra would rewrite the run's .hydra/ before the resume is checked; the loop records the overrides
         # itself once the resume is accepted, so a refused attempt leaves the run untouched.
         extra.append("hydra.output_subdir=null")

@@ -46,6 +46,7 @@ class TrainState:
     global_step: int = 0
     best_value: float = -1.0  # of train.best_metric
     best_epoch: int | None = None
+    best_step: int | None = None  # global step of that validation (several a epoch with train.val_every_steps)
     stage: str = ""
     nonfinite_skipped: int = 0
     wandb_run_id: str | None = None

@@ -27,7 +27,7 @@ def resolve_lora_targets(
     `where` names the config key in error messages (e.g. "backbone.lora.vision_targets").
     """
     if not targets:
-        raise ValueError(f"{where} is empty: list the Linear layers to adapt, or set backbone.lora.enabled=false")
+        raise ValueError(f"{where} is empty: list the Linear layers to adapt, or set backbone.lora.r=0")
     prefix = f"{scope}." if scope else ""
     linears = {
         name: mod for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name.startswith(prefix)
@@ -69,7 +69,7 @@ def apply_lora(
 ) -> nn.Module:
     """Freeze `model`, inject LoRA adapters into the resolved targets; returns the same module."""
     if r <= 0:
-        raise ValueError(f"backbone.lora.r={r} must be >= 1 (set backbone.lora.enabled=false for no LoRA)")
+        raise ValueError(f"backbone.lora.r={r} must be >= 1 (backbone.lora.r=0 freezes the towers)")
     names = resolve_lora_targets(model, targets, scope, where)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -88,9 +88,9 @@ def is_lora_parameter(name: str) -> bool:
 
 
 def apply_tower_lora(tower: nn.Module, lora_cfg: Mapping[str, Any], side: str) -> nn.Module:
-    """LoRA from `backbone.lora` for one tower (`side` = "vision" | "text"); frozen if disabled or r = 0
-    (the r = 0 point of a LoRA-rank sweep: towers frozen, only the new layers train)."""
-    if not lora_cfg.get("enabled", True) or int(lora_cfg.get("r", 1)) == 0:
+    """LoRA from `backbone.lora` for one tower (`side` = "vision" | "text"); r = 0 freezes it (the r = 0 point of a
+    LoRA-rank sweep: towers frozen, only the new layers train)."""
+    if int(lora_cfg.get("r", 1)) == 0:
         for p in tower.parameters():
             p.requires_grad_(False)
         return tower
