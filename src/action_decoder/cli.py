@@ -72,7 +72,7 @@ def check_group_choices(argv: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         group = conf_dir / key
-        if not key or "(" in value or not group.is_dir():
+        if not key or key.startswith("hydra/") or "(" in value or not group.is_dir():  # hydra/*: plugins add options
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in (v.strip() for v in value.split(",")):
