@@ -139,5 +139,5 @@ def test_optuna_search_runs_three_trials_and_tabulates_them(prepared_data, tmp_p
     rows = sweep_table(trials)
     assert result["best_value"] == pytest.approx(rows[0]["event_f1"])  # what train.py returned: the best val event_f1
     table = (sweep / "sweep.md").read_text()
-    assert table.count("| `") == 3 and "backbone.lora.dropout" in table and "Search (lora_optuna)" in table
+    assert table.count("| `") == 3 and "backbone.lora.dropout" in table and "Search (optuna): best value" in table
     assert (sweep / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -98,7 +98,7 @@ def run_labels(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
         varying = [k for k in sorted(set().union(*configs)) if len({str(c.get(k)) for c in configs}) > 1
                    and not k.startswith(IGNORED_CONFIG_KEYS)]
         values = [{k: c.get(k) for k in varying} for c in configs]
-    if not varying or len(varying) > 4:
+    if not varying or len(varying) > 6:  # beyond that a legend entry is no longer readable
         return [Path(d).name for d in run_dirs]
     short = {k: k.rsplit(".", 1)[-1] for k in varying}
     if len(set(short.values())) < len(short):
@@ -163,7 +163,8 @@ def write_sweep_table(rows: Sequence[dict], out_md: str | os.PathLike) -> Path:
               "|" + "|".join(["---"] * (1 + len(varying)) + ["---:"] * (len(shown) + 3) + ["---"]) + "|"]
     for row, run in zip(rows, runs):
         name = str(run.relative_to(base)) if base is not None and run != base else str(run)
-        cells = [f"`{name}`", *(fmt(row["overrides"].get(k)) for k in varying), *(fmt(row.get(k)) for k in shown),
+        cells = [f"`{name}`", *(fmt(_short_value(row["overrides"][k]) if k in row["overrides"] else None) for k in varying),
+                 *(fmt(row.get(k)) for k in shown),
                  fmt(row["best_step"]), fmt(row["best_epoch"]), fmt(row["validations"]), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += _search_result(base or (runs[0].parent if runs else None))
@@ -181,8 +182,11 @@ def _search_result(sweep_dir: Path | None) -> list[str]:
     if path is None or not path.is_file():
         return []
     res = yaml.safe_load(path.read_text()) or {}
-    params = " ".join(f"`{k}={v}`" for k, v in (res.get("best_params") or {}).items())
-    return ["", f"Search ({res.get('name', 'optuna')}): best value {res.get('best_value')} with {params}."]
+    params = " ".join(f"`{k}={_short_value(v)}`" for k, v in (res.get("best_params") or {}).items())
+    best = res.get("best_value")
+    return ["", f"Search ({res.get('name', 'optuna')}): best value {best:.3f} with {params} "
+            "(all values: optimization_results.yaml)." if isinstance(best, float) else
+            f"Search ({res.get('name', 'optuna')}): best value {best} with {params}."]
 
 
 def sweep_series(rows: Sequence[dict], x: str = "backbone.lora.r", lines: str = "backbone.lora.alpha",
