@@ -2,6 +2,7 @@
 
     python bench/bench_data.py                       # data: cfg.data.prepared_dir, else generated here
     python bench/bench_data.py --prepared DIR --clips 160 --rss-reads 3000 --workers 2
+    python bench/bench_data.py --quick [--prepared DIR]   # 4 clips of 4 frames, 1 round, 1 worker: checks the path
 
 Throughput (frames/s) of the same clips (same files, same frame indices), timed in interleaved
 rounds so load from other processes hits every variant alike (medians reported):
@@ -14,6 +15,7 @@ rounds so load from other processes hits every variant alike (medians reported):
 and the same raw baseline vs ClipDataset through a DataLoader with worker processes.
 RSS: process memory over many ClipDataset reads (one reader per item must not leak).
 Tokenizer: build / tokenize times and what a 151,669-entry LM head adds to the tiny Qwen3.
+Writes bench/results/bench_data.json (or --out).
 """
 from __future__ import annotations
 
@@ -34,17 +36,18 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from action_decoder.config import load_config
+from action_decoder.data.clips import ClipDataset, collate_clips
+from action_decoder.data.frames import preprocess_frames
+from action_decoder.data.tokenizer import build_tokenizer
+from action_decoder.data.video import decode_threads_per_worker, read_frames
+from action_decoder.data.vocab import LabelVocab
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from action_decoder.config import load_config  # noqa: E402
-from action_decoder.data.clips import ClipDataset, collate_clips  # noqa: E402
-from action_decoder.data.frames import preprocess_frames  # noqa: E402
-from action_decoder.data.tokenizer import build_tokenizer  # noqa: E402
-from action_decoder.data.video import decode_threads_per_worker, read_frames  # noqa: E402
-from action_decoder.data.vocab import LabelVocab  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
+QUICK = {"recordings": 4, "duration": 4.0, "clips": 4, "rounds": 1, "workers": 1, "batch_size": 2, "rss_reads": 20,
+         "rss_warmup": 5, "rss_every": 5, "lm_batch": [2, 16], "overrides": ["data.clip_len=4", "data.clip_stride=4"],
+         "data_set": "bench_data_set_quick"}
 PROMPTS = ["Click the OK button", "Rename report.txt to final.txt", "Scroll down to the Budget item",
            "Type hello world into the search field", "Press ctrl+s to save the draft", "Drag Notes onto Backup"]
 NARRATION = ["first I move the cursor over to the OK button and click it once",
@@ -55,21 +58,23 @@ NARRATION = ["first I move the cursor over to the OK button and click it once",
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def find_or_make_data(cfg, prepared: str | None, num_recordings: int) -> tuple[Path, str]:
+def find_or_make_data(cfg, prepared: str | None, num_recordings: int, duration: float | None,
+                      data_set: str = "bench_data_set") -> tuple[Path, str]:
     """train.jsonl to benchmark on, and where it came from."""
     if prepared:
         return Path(prepared) / "train.jsonl", "given"
     default = Path(cfg.data.prepared_dir) / "train.jsonl"
     if default.is_file():
         return default, f"existing {cfg.data.prepared_dir}"
-    out = RESULTS / "bench_data_set"
+    out = RESULTS / data_set
     make = ROOT / "scripts" / "make_synthetic_data.py"
     if make.is_file() and (ROOT / "scripts" / "prepare_data.py").is_file():
         rec, prep = out / "recordings", out / "prepared"
         if not (prep / "train.jsonl").is_file():
             common = [f"data.recordings_dir={rec}", f"data.prepared_dir={prep}"]
-            subprocess.run([sys.executable, str(make), *common, f"data.synthetic.num_recordings={num_recordings}"],
-                           check=True, cwd=ROOT)
+            length = [f"data.synthetic.duration={duration}"] if duration else []
+            subprocess.run([sys.executable, str(make), *common, f"data.synthetic.num_recordings={num_recordings}",
+                            *length], check=True, cwd=ROOT)
             subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), *common], check=True, cwd=ROOT)
         return prep / "train.jsonl", "scripts/make_synthetic_data.py + scripts/prepare_data.py"
     return write_own_recordings(out / "own", cfg, num_recordings), "bench's own PyAV writer (no synthetic generator yet)"
@@ -238,7 +243,7 @@ def rss_growth(ds: ClipDataset, reads: int, warmup: int, every: int) -> dict:
 
 # ---- tokenizer ----------------------------------------------------------------------------------
 
-def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int) -> dict:
+def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int, lm_batch: tuple[int, int] = (8, 128)) -> dict:
     from action_decoder.models.towers.text_encoder import qwen3_config_from_cfg
     from transformers import Qwen3ForCausalLM
 
@@ -273,7 +278,7 @@ def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int) -> dict:
 
     # LM-head cost on the tiny Qwen3 (conf/backbone/tiny.yaml sizes): a training step's forward + backward
     # with next-token loss over every position (the transcript decoder's case), batch 8 x 128 tokens.
-    b, l = 8, 128
+    b, l = lm_batch
     heads = {}
     for name, tok in (("small", small), ("qwen3_offline", qwen)):
         torch.manual_seed(0)
@@ -304,22 +309,31 @@ def tokenizer_costs(cfg, jsonl: Path, vocab: LabelVocab, rounds: int) -> dict:
 
 # ---- main ---------------------------------------------------------------------------------------
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", help="folder with train.jsonl (default: cfg.data.prepared_dir, else generated)")
     ap.add_argument("--recordings", type=int, default=24, help="recordings to generate when no data exists")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per generated recording (the recorder's)")
+    ap.add_argument("--data-set", default="bench_data_set", help="folder under bench/results/ for generated data")
     ap.add_argument("--clips", type=int, default=120, help="clips per timing round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default cfg.data.num_workers)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rss-reads", type=int, default=3000, help="ClipDataset reads while watching RSS")
+    ap.add_argument("--rss-warmup", type=int, default=200, help="reads before the RSS watch starts")
+    ap.add_argument("--rss-every", type=int, default=250, help="reads between RSS samples")
+    ap.add_argument("--lm-batch", type=int, nargs=2, default=[8, 128], help="sequences x tokens of the LM-head step")
     ap.add_argument("--skip-tokenizer", action="store_true")
+    ap.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides of the root config")
     ap.add_argument("--out", default=str(RESULTS / "bench_data.json"))
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (explicit flags still win): checks the path")
+    if ap.parse_known_args(argv)[0].quick:
+        ap.set_defaults(**QUICK)
+    args = ap.parse_args(argv)
 
     torch.set_num_threads(1)  # what each DataLoader worker gets; keeps the single-process numbers comparable
-    cfg = load_config()
-    jsonl, source = find_or_make_data(cfg, args.prepared, args.recordings)
+    cfg = load_config(args.overrides)
+    jsonl, source = find_or_make_data(cfg, args.prepared, args.recordings, args.duration, args.data_set)
     vocab = LabelVocab.from_config(cfg.labels)
     tok = build_tokenizer(cfg.backbone.text)
     ds = ClipDataset(jsonl, clip_len=int(cfg.data.clip_len), clip_stride=int(cfg.data.clip_stride),
@@ -341,6 +355,7 @@ def main() -> None:
     first = read_frames(*clips[0])
     workers = int(args.workers if args.workers is not None else cfg.data.num_workers)
     result = {
+        "quick": args.quick, "overrides": args.overrides,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
         "data": {"source": source, "jsonl": str(jsonl), "episodes": ds.num_episodes, "clips": len(ds),
                  "clip_len": ds.clip_len, "video_hw": list(first.shape[1:3]), "image_size": ds.image_size},
@@ -355,11 +370,11 @@ def main() -> None:
                            max_prompt_tokens=int(cfg.data.max_prompt_tokens))
     result["dataloader"] = with_workers(ds, ds_1thread, order, clips, workers, args.batch_size, args.rounds, ds_sized)
     print(f"DataLoader x{workers} frames/s:", {k: round(v) for k, v in result["dataloader"]["frames_per_s"].items()})
-    result["rss"] = rss_growth(ds, args.rss_reads, warmup=200, every=250)
+    result["rss"] = rss_growth(ds, args.rss_reads, warmup=args.rss_warmup, every=args.rss_every)
     print(f"RSS over {args.rss_reads} reads: {result['rss']['rss_mib_after_warmup']:.1f} -> "
           f"{result['rss']['rss_mib_end']:.1f} MiB")
     if not args.skip_tokenizer:
-        result["tokenizer"] = tokenizer_costs(cfg, jsonl, vocab, args.rounds)
+        result["tokenizer"] = tokenizer_costs(cfg, jsonl, vocab, args.rounds, tuple(args.lm_batch))
         h = result["tokenizer"]["tiny_qwen3_lm_head"]
         print("tiny Qwen3 fwd+bwd ms: small", round(h["small"]["forward_backward_ms"], 1), "qwen",
               round(h["qwen3_offline"]["forward_backward_ms"], 1))

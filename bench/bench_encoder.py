@@ -13,7 +13,8 @@ shared CPU's load hits every variant alike. Memory:
 
     python bench/bench_encoder.py                          # D=256, 4 layers, 8 frames 112x112, patch 14
     python bench/bench_encoder.py --device cuda --frames 16 --image-size 224
-Writes bench/results/bench_encoder.json.
+    python bench/bench_encoder.py --quick                  # D=64, 1 layer, 2 frames 28x28, 2 timed calls
+Writes bench/results/bench_encoder.json (or --out).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from pathlib import Path
 import torch
 
 from action_decoder.models.towers.onevision_encoder import OneVisionEncoder, OneVisionEncoderConfig
+from action_decoder.training.throughput import proc_status_bytes, reset_peak_rss
 
 VARIANTS = ("eager", "sdpa", "sdpa_ckpt")
 BASELINE = "eager"
+QUICK = {"hidden_size": 64, "layers": 1, "heads": 2, "batch": 1, "frames": 2, "image_size": 28, "iters": 2,
+         "warmup": 1}
 
 
 def parse_args(argv=None):
@@ -52,7 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2)  # untimed calls per variant first
     p.add_argument("--threads", type=int, default=None)  # torch CPU threads; default torch's choice
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_encoder.json"))
+    p.add_argument("--quick", action="store_true", help="tiny sizes (explicit flags still win): checks the path")
     p.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one CPU memory probe
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)
     return p.parse_args(argv)
 
 
@@ -110,13 +117,6 @@ def saved_for_backward_bytes(model, video):
     return total
 
 
-def _status_kib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def cpu_peak_child(args, variant):
     """Runs in a fresh process: peak RSS growth of one forward+backward.
 
@@ -126,15 +126,15 @@ def cpu_peak_child(args, variant):
     """
     model, video = build(args)
     set_variant(model, variant)
-    # The first step in a process maps ~90 MB of one-off kernel/library state: warm up, then measure.
+    # The first step in a process maps one-off kernel/library state: warm up, then measure.
     step(model, video)
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_rss()
     except OSError:
         pass  # no reset: the build's own peak may then hide part of the step's
-    before = _status_kib("VmRSS")
+    before = proc_status_bytes("VmRSS")
     step(model, video)
-    return max(0, _status_kib("VmHWM") - before) * 1024
+    return max(0, proc_status_bytes("VmHWM") - before)
 
 
 def peak_memory(args, model, video, variant):
@@ -147,7 +147,7 @@ def peak_memory(args, model, video, variant):
         step(model, video)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    cmd = [sys.executable, __file__, "--memory-child", variant] + sys.argv[1:]
+    cmd = [sys.executable, __file__, "--memory-child", variant] + args.argv
     # A fixed mmap threshold makes glibc map/unmap every large tensor, so RSS follows live
     # tensors instead of malloc's cached heap (the dynamic threshold otherwise skews the peak).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -157,6 +157,7 @@ def peak_memory(args, model, video, variant):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a memory child is started with
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -219,6 +220,7 @@ def main(argv=None):
             "warmup": args.warmup,
         },
         "device": args.device,
+        "quick": args.quick,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "platform": platform.platform(),

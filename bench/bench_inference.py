@@ -1,6 +1,7 @@
 """Streaming (KV-cached) vs naive (re-run the whole sequence every step) inference of model=parallel.
 
-    python bench/bench_inference.py [--lengths 8 16 32] [--batch 4] [--repeats 1]
+    python bench/bench_inference.py [--lengths 8 16 32] [--batch 4] [--repeats 1] [--out FILE]
+    python bench/bench_inference.py --quick        # T = 2 / 4, B = 2, a 32-token prompt: checks the path
 
 Same model, same clips, same run: frames/s of `stream(use_cache=True)` vs `stream(use_cache=False)`
 for each clip length T (B=1), and batched streaming (B=--batch clips at once) vs one clip at a time.
@@ -10,8 +11,8 @@ the bench also checks both paths emit the same tokens and log-probs.
 
 Model: the LM is where streaming saves work, so it is sized to dominate, as with Qwen3-4B behind a
 small per-frame vision cost: tiny encoder (32 px frames, 16 tokens), a 4-layer 256-wide Qwen3, a
-256-token prompt, 4 visual tokens + 8 text tokens + eof per frame.
-Writes bench/results/bench_inference.json.
+256-token prompt (--prompt-tokens), 4 visual tokens + 8 text tokens + eof per frame.
+Writes bench/results/bench_inference.json (or --out).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_inference.json"
+QUICK = {"lengths": [2, 4], "batch": 2, "batch_length": 2, "prompt_tokens": 32}
 OVERRIDES = [
     "backbone.vision.name_or_path=null",  # random-init towers: timing does not depend on the weights
     "backbone.text.name_or_path=null",
@@ -39,14 +41,13 @@ OVERRIDES = [
     "backbone.text.num_attention_heads=4", "backbone.text.num_key_value_heads=2", "backbone.text.head_dim=64",
     "backbone.text.max_position_embeddings=2048",
 ]
-PROMPT_TOKENS = 256
 TEXT_TOKENS = 8
 
 
-def make_inputs(tokenizer, B: int, T: int, seed: int = 0):
+def make_inputs(tokenizer, B: int, T: int, prompt_tokens: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     pixels = torch.randn(B, T, 3, 32, 32, generator=g)
-    prompt = torch.randint(4, len(tokenizer), (B, PROMPT_TOKENS), generator=g)
+    prompt = torch.randint(4, len(tokenizer), (B, prompt_tokens), generator=g)
     text = torch.randint(4, len(tokenizer), (B, T, TEXT_TOKENS), generator=g)
     return pixels, prompt, torch.ones_like(prompt, dtype=torch.bool), text, torch.ones_like(text, dtype=torch.bool)
 
@@ -61,25 +62,30 @@ def timed(model, inputs, use_cache: bool, repeats: int):
     return best, steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--batch-length", type=int, default=16)
+    ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1, help="best of this many runs per measurement")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (explicit flags still win): checks the path")
+    if ap.parse_known_args(argv)[0].quick:
+        ap.set_defaults(**QUICK)
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     tokenizer = build_tokenizer("small")
     torch.manual_seed(0)
     model = build_model(load_config(OVERRIDES), tokenizer).eval()
     text = model.text.config
-    timed(model, make_inputs(tokenizer, 1, 2), True, 1)  # warm-up (allocator, kernels)
+    timed(model, make_inputs(tokenizer, 1, 2, args.prompt_tokens), True, 1)  # warm-up (allocator, kernels)
 
     rows = []
     for T in args.lengths:
-        inputs = make_inputs(tokenizer, 1, T)
+        inputs = make_inputs(tokenizer, 1, T, args.prompt_tokens)
         t_stream, s_stream = timed(model, inputs, True, args.repeats)
         t_naive, s_naive = timed(model, inputs, False, args.repeats)
         same_tokens = [s.token_ids for s in s_stream] == [s.token_ids for s in s_naive]
@@ -93,7 +99,7 @@ def main() -> None:
               f"speed-up {t_naive / t_stream:5.1f}x  same tokens: {same_tokens}")
 
     Tb, Bb = args.batch_length, args.batch
-    batched_inputs = make_inputs(tokenizer, Bb, Tb, seed=1)
+    batched_inputs = make_inputs(tokenizer, Bb, Tb, args.prompt_tokens, seed=1)
     t_batched, s_batched = timed(model, batched_inputs, True, args.repeats)
     t_single = 0.0
     same = True
@@ -111,14 +117,14 @@ def main() -> None:
     result = {
         "what": "model=parallel inference: KV-cached streaming vs naive full re-run per step; batched streaming",
         "model": {"lm_hidden": text.hidden_size, "lm_layers": text.num_hidden_layers, "vocab": text.vocab_size,
-                  "prompt_tokens": PROMPT_TOKENS, "visual_tokens_per_frame": model.config.lm_visual_tokens,
+                  "prompt_tokens": args.prompt_tokens, "visual_tokens_per_frame": model.transcript.config.lm_visual_tokens,
                   "text_tokens_per_frame": TEXT_TOKENS, "image_size": 32, "overrides": OVERRIDES},
-        "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+        "quick": args.quick, "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
         "machine": platform.machine(), "per_length": rows, "batched": batched,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Transcript loss at Qwen3-4B's LM head: chunked logits at target rows vs full logits at every slot.
 
-    python bench/bench_transcript.py [--batch 1 4] [--frames 16] [--slots 16] [--repeats 2]
+    python bench/bench_transcript.py [--batch 1 4] [--frames 16] [--slots 16] [--repeats 2] [--out FILE]
+    python bench/bench_transcript.py --quick      # a 4,096-token vocabulary 64 wide, B=1, T=2, S=4: checks the path
 
 Both paths compute the same mean next-token CE (checked) and its gradient w.r.t. the LM hidden states (and
 the logit temperature), from the same bf16 hidden states [B, T, S+1, 2560] and the same frozen bf16 LM head
@@ -14,7 +15,7 @@ Frame texts have random lengths 0..S (a third of the frames silent, one frame pe
 Peak memory = the loss's forward + backward on top of what was allocated before it: on CUDA
 `max_memory_allocated`; on CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs) minus the
 resident set before, each path in its own fresh process so one path's freed pages do not hide the other's.
-Writes bench/results/bench_transcript.json.
+Writes bench/results/bench_transcript.json (or --out).
 """
 from __future__ import annotations
 
@@ -31,23 +32,25 @@ import torch.nn.functional as F
 
 from action_decoder.data.vocab import IGNORE_INDEX
 from action_decoder.models.losses import LOGITS_PER_CHUNK, transcript_loss
+from action_decoder.training.throughput import proc_status_bytes, reset_peak_rss
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_transcript.json"
 VOCAB, WIDTH = 151_936, 2560  # Qwen3-4B: vocab_size, hidden_size
+QUICK = {"vocab": 4096, "width": 64, "batch": [1], "frames": 2, "slots": 4, "repeats": 1}
 
 
-def make_inputs(B: int, T: int, S: int, device: str, seed: int = 0):
+def make_inputs(B: int, T: int, S: int, device: str, vocab: int, width: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    head = torch.nn.Linear(WIDTH, VOCAB, bias=False, dtype=torch.bfloat16, device=device).requires_grad_(False)
+    head = torch.nn.Linear(width, vocab, bias=False, dtype=torch.bfloat16, device=device).requires_grad_(False)
     with torch.no_grad():
-        head.weight.copy_(torch.randn(VOCAB, WIDTH, generator=g) * 0.02)
-    hidden = (torch.randn(B, T, S + 1, WIDTH, generator=g) * 3).to(torch.bfloat16).to(device).requires_grad_(True)
+        head.weight.copy_(torch.randn(vocab, width, generator=g) * 0.02)
+    hidden = (torch.randn(B, T, S + 1, width, generator=g) * 3).to(torch.bfloat16).to(device).requires_grad_(True)
     scale = torch.zeros((), device=device, requires_grad=True)  # the learned log-temperature
     lengths = torch.randint(0, S + 1, (B, T), generator=g)
     lengths[torch.rand(B, T, generator=g) < 1 / 3] = 0
     lengths[:, 0] = S
     slot = torch.arange(S + 1)
-    targets = torch.randint(0, VOCAB, (B, T, S + 1), generator=g)
+    targets = torch.randint(0, vocab, (B, T, S + 1), generator=g)
     targets[slot > lengths.unsqueeze(-1)] = IGNORE_INDEX
     return head, hidden, scale, targets.to(device)
 
@@ -59,35 +62,28 @@ def loss_ours(head, hidden, scale, targets):
 def loss_baseline(head, hidden, scale, targets):
     logits = head(hidden) * scale.exp().to(hidden.dtype)
     valid = targets != IGNORE_INDEX
-    return F.cross_entropy(logits.reshape(-1, VOCAB)[valid.reshape(-1)].float(), targets[valid])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1])[valid.reshape(-1)].float(), targets[valid])
 
 
-def _rss(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def measure(path: str, B: int, T: int, S: int, repeats: int, device: str) -> dict:
+def measure(path: str, B: int, T: int, S: int, repeats: int, device: str, vocab: int, width: int) -> dict:
     """One path, in this process: peak extra memory of one forward + backward, best time of `repeats`."""
     fn = {"ours": loss_ours, "baseline": loss_baseline}[path]
-    head, hidden, scale, targets = make_inputs(B, T, S, device)
+    head, hidden, scale, targets = make_inputs(B, T, S, device, vocab, width)
     cuda = device == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
-        before = _rss("VmRSS")
+        reset_peak_rss()
+        before = proc_status_bytes("VmRSS")
     t0 = time.perf_counter()
     loss = fn(head, hidden, scale, targets)
     grads = torch.autograd.grad(loss, [hidden, scale])
     if cuda:
         torch.cuda.synchronize()
     first = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if cuda else _rss("VmHWM")) - before
+    peak = (torch.cuda.max_memory_allocated() if cuda else proc_status_bytes("VmHWM")) - before
     times = [first]
     for _ in range(repeats - 1):
         t0 = time.perf_counter()
@@ -100,7 +96,7 @@ def measure(path: str, B: int, T: int, S: int, repeats: int, device: str) -> dic
             "slots": B * T * (S + 1), "peak_bytes": peak, "seconds": min(times)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--frames", type=int, default=16)
@@ -108,13 +104,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best time of this many forward + backward passes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--vocab", type=int, default=VOCAB, help="LM head rows (Qwen3-4B's by default)")
+    ap.add_argument("--width", type=int, default=WIDTH, help="LM hidden size (Qwen3-4B's by default)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (explicit flags still win): checks the path")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # "path,B": measure one path in this process
-    args = ap.parse_args()
+    if ap.parse_known_args(argv)[0].quick:
+        ap.set_defaults(**QUICK)
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     T, S = args.frames, args.slots
     if args.child:
         path, B = args.child.split(",")
-        print(json.dumps(measure(path, int(B), T, S, args.repeats, args.device)))
+        print(json.dumps(measure(path, int(B), T, S, args.repeats, args.device, args.vocab, args.width)))
         return
 
     rows = []
@@ -122,7 +124,8 @@ def main() -> None:
         got = {}
         for path in ("baseline", "ours"):
             cmd = [sys.executable, __file__, "--child", f"{path},{B}", "--frames", str(T), "--slots", str(S),
-                   "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
+                   "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device,
+                   "--vocab", str(args.vocab), "--width", str(args.width)]
             got[path] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         ours, base = got["ours"], got["baseline"]
         row = {"B": B, "T": T, "S": S, "target_rows": ours["target_rows"], "slots": ours["slots"],
@@ -138,12 +141,12 @@ def main() -> None:
               f"loss {ours['loss']:.4f} vs {base['loss']:.4f}")
 
     result = {"what": "transcript loss fwd+bwd at Qwen3-4B's LM head: chunked target-row logits vs full logits",
-              "vocab": VOCAB, "width": WIDTH, "logits_per_chunk": LOGITS_PER_CHUNK, "device": args.device,
+              "vocab": args.vocab, "width": args.width, "quick": args.quick, "logits_per_chunk": LOGITS_PER_CHUNK, "device": args.device,
               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
               "machine": platform.machine(), "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ which batch and dtype, missing data, a clip that does not decode, a non-finite l
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 import resource
 import sys
 import time
@@ -46,7 +45,6 @@ def check_data(dataset, n: int) -> int:
 
 def preflight(cfg: DictConfig) -> dict:
     from accelerate.utils import set_seed
-    from torch.utils.flop_counter import FlopCounterMode
 
     from action_decoder.data.clips import build_clip_dataset
     from action_decoder.data.tokenizer import build_tokenizer
@@ -54,8 +52,7 @@ def preflight(cfg: DictConfig) -> dict:
     from action_decoder.training.curriculum import build_stages, stage_at
     from action_decoder.data.loader import EpochSampler, make_loader, to_device
     from action_decoder.training.setup import make_accelerator, make_loss, make_optimizer
-    from action_decoder.training.step import train_step
-    from action_decoder.training.throughput import peak_bf16_flops
+    from action_decoder.training.throughput import peak_bf16_flops, timed_step
 
     tc, pc = cfg.train, cfg.preflight
     accelerator = make_accelerator(cfg)
@@ -95,23 +92,18 @@ def preflight(cfg: DictConfig) -> dict:
         if batch is None:
             raise PreflightError(f"the training loader ran out after {step} batches; lower preflight.steps")
         batch = to_device(batch, device)
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        counter = FlopCounterMode(display=False) if step == 0 else None
-        with counter or nullcontext():
-            for _ in range(tc.grad_accum):  # the training loop's own step, without a schedule
-                result = train_step(model, batch, loss_fn, optimizer, None, accelerator, tc.max_grad_norm)
-                if not result.taken:
-                    raise PreflightError(f"non-finite loss at step {step}: "
-                                         f"{ {k: float(v.detach()) for k, v in result.losses.items()} }")
-        losses = result.losses
-        if cuda:
-            torch.cuda.synchronize(device)
-        if counter is not None:
-            flops = counter.get_total_flops()  # this process, one optimizer step
+        # the training loop's own step (train_step on each micro-batch), without a schedule
+        timed = timed_step(model, [batch] * tc.grad_accum, loss_fn, optimizer, None, accelerator, tc.max_grad_norm,
+                           count_flops=step == 0)
+        bad = next((r for r in timed.results if not r.taken), None)
+        if bad is not None:
+            raise PreflightError(f"non-finite loss at step {step}: "
+                                 f"{ {k: float(v.detach()) for k, v in bad.losses.items()} }")
+        losses = timed.results[-1].losses
+        if step == 0:
+            flops = timed.flops  # this process, one optimizer step
         else:
-            times.append(time.perf_counter() - start)
+            times.append(timed.seconds)
             say(f"step {step}: {times[-1]:.3f} s, loss {float(losses['total'].detach()):.4f}")
 
     step_s = sorted(times)[len(times) // 2]

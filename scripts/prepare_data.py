@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     try:
         summary = prepare_dataset(cfg.data.recordings_dir, cfg.data.prepared_dir, cfg.data.sample_fps,
                                   cfg.data.val_fraction, cfg.data.test_fraction, LabelVocab.from_config(cfg.labels),
-                                  fmt=cfg.data.format)
+                                  fmt=cfg.data.format, unseen_tags=cfg.data.get("test_unseen_tags") or ())
     except DataFormatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

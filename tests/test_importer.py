@@ -284,6 +284,23 @@ def test_splits_are_a_deterministic_function_of_the_recording_id(tmp_path, vocab
     assert where(tmp_path / "out_few") == {"c": everything["c"]}
 
 
+def test_unseen_task_tags_form_their_own_split_and_the_rest_split_by_id(tmp_path, vocab):
+    names = [f"r{i}" for i in range(12)]
+    for i, name in enumerate(names):
+        write_recording(tmp_path / "rec" / name, tap(0.1, 5, 5), n_video_frames=5,
+                        extra_metadata={"tags": ["miniwob", "drag-box" if i % 3 == 0 else "click-test"]})
+    summary = prepare_dataset(tmp_path / "rec", tmp_path / "out", SAMPLE_FPS, 0.3, 0.3, vocab, progress=False,
+                              unseen_tags=["drag-box"])
+    got = {json.loads(line)["id"]: s for s in ("train", "val", "test", "test_unseen")
+           for line in (tmp_path / "out" / f"{s}.jsonl").read_text().splitlines()}
+    assert {n for n, s in got.items() if s == "test_unseen"} == {names[i] for i in range(0, 12, 3)}
+    assert all(got[n] == split_of(n, 0.3, 0.3) for i, n in enumerate(names) if i % 3)
+    assert summary["recordings"]["test_unseen"] == 4 and summary["test_unseen_tags"] == ["drag-box"]
+    # Without the list nothing changes: three splits, no test_unseen file.
+    prepare_dataset(tmp_path / "rec", tmp_path / "plain", SAMPLE_FPS, 0.3, 0.3, vocab, progress=False)
+    assert not (tmp_path / "plain" / "test_unseen.jsonl").exists()
+
+
 # Summary and CLI ---------------------------------------------------------------------------------
 def test_prepare_dataset_writes_splits_and_summary(tmp_path, vocab):
     write_recording(tmp_path / "rec" / "one", flat(tap(0.1, 5, 5), key(0.5, "f13")), task="Open the file\n",

@@ -388,6 +388,7 @@ def test_qwen3_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
         load_qwen3("Qwen/Qwen3-4B")
 
 
+@pytest.mark.e2e  # an in-process training run (minutes of CPU)
 def test_loss_decreases_when_training_the_tiny_model(tokenizer):
     """The wiring learns: a few steps on one batch lower every supervised loss."""
     model = make_model(tokenizer, "backbone.lora.dropout=0", "model.dropout=0")

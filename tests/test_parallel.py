@@ -239,6 +239,7 @@ def test_original_model_keeps_its_outputs_and_loss_names(tokenizer):
     assert set(build_loss(load_config(["loss.class_balance=0"]).loss)(out, make_batch(tokenizer))) == {"action", "key", "modifier", "click", "total"}
 
 
+@pytest.mark.e2e  # an in-process training run (minutes of CPU)
 def test_short_training_learns_the_narration(tokenizer):
     model = make_model(tokenizer)
     batch = make_batch(tokenizer)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from tests.conftest import (REPO, read_metrics, run_cli, run_dirs, run_train, step_losses, subprocess_env,
                             train_args, trainer_state)
@@ -159,3 +160,27 @@ def test_tampered_resume_state_is_refused_before_anything_is_unpickled(one_epoch
         rng.write_bytes(original)
     run_cli([sys.executable, str(REPO / "train.py"), f"resume={run}", f"output_root={root / 'out'}", "train.epochs=2"])
     assert trainer_state(run)["epoch"] == 2  # the untouched state resumes
+
+
+def test_validations_inside_epochs_are_logged_kept_as_best_and_never_repeated_on_resume(prepared_data, tmp_path):
+    """train.val_every_steps: a validation every 2 optimizer steps and at each epoch's end, each at its step; best.pt
+    is chosen among all of them; a run stopped after a mid-epoch validation resumes without repeating it."""
+    every = ("train.epochs=2", "train.val_every_steps=2")
+    whole = tmp_path / "whole"
+    run_train(prepared_data, whole, *every)
+    [run] = run_dirs(whole)
+    records = read_metrics(run)
+    assert [r["step"] for r in records if r["split"] == "val"] == [2, 3, 4, 6]  # 2, 4 inside epochs; 3, 6 their ends
+    best = torch.load(run / "best.pt", weights_only=True)
+    state = trainer_state(run)
+    vals = {r["step"]: r["metrics"]["event_f1"] or -1.0 for r in records if r["split"] == "val"}
+    assert best["metrics"]["step"] == state["best_step"] == max(vals, key=lambda s: (vals[s], -s))
+
+    stopped_root = tmp_path / "stopped"
+    cmd = [sys.executable, str(REPO / "train.py"), *train_args(prepared_data, stopped_root, *every)]
+    stopped, _ = stop_with_sigterm(cmd, stopped_root, lambda r: r["split"] == "val" and r["step"] == 2)
+    run_cli([sys.executable, str(REPO / "train.py"), "resume=latest", f"output_root={stopped_root}"])
+    resumed = read_metrics(stopped)
+    assert [r["step"] for r in resumed if r["split"] == "val"] == [2, 3, 4, 6]
+    assert step_losses(resumed) == step_losses(records)
+    assert [r["metrics"] for r in resumed if r["split"] == "val"] == [r["metrics"] for r in records if r["split"] == "val"]

@@ -47,6 +47,7 @@ def test_teacher_forced_logprobs_equal_step_by_step_scoring(tokenizer):
         torch.testing.assert_close(step.click_xy, out.click_xy[:, t])
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_greedy_streaming_equals_naive_and_transcribes(trained, tokenizer):
     batch = make_batch(tokenizer)
     cached = run(trained, batch)
@@ -61,6 +62,7 @@ def test_greedy_streaming_equals_naive_and_transcribes(trained, tokenizer):
     assert trained.transcribe(batch) == TEXTS
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_batched_streaming_equals_one_clip_at_a_time(trained, tokenizer):
     batch = make_batch(tokenizer)
     together = run(trained, batch)
@@ -74,6 +76,7 @@ def test_batched_streaming_equals_one_clip_at_a_time(trained, tokenizer):
                                        rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_frames_can_arrive_one_by_one(trained, tokenizer):
     batch = make_batch(tokenizer)
     arrived = []
@@ -92,6 +95,7 @@ def test_frames_can_arrive_one_by_one(trained, tokenizer):
     assert [s.token_ids for s in got] == [s.token_ids for s in run(trained, batch)]
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_kv_cache_never_recomputes_prompt_or_history(trained, tokenizer):
     batch = make_batch(tokenizer)
     fed = []
@@ -111,6 +115,7 @@ def test_kv_cache_never_recomputes_prompt_or_history(trained, tokenizer):
     assert len(naive_fed) == len(cached_fed) and naive_fed[-1] == sum(cached_fed)  # naive re-reads it all
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_sampling_is_seeded_and_top_k_1_is_greedy(trained, tokenizer):
     batch = make_batch(tokenizer)
 
@@ -127,6 +132,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(trained, tokenizer):
         sample(0, temperature=0.0)
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_text_is_capped_at_max_text_tokens(trained, tokenizer):
     batch = make_batch(tokenizer)
     for step in run(trained, batch, max_text_tokens=1):
@@ -154,6 +160,7 @@ def test_greedy_speaks_when_eof_is_less_likely_than_all_words_together():
     assert pick_token(logits, eof, eof_threshold=0.35).tolist() == [0, 0]  # stricter: more silence
 
 
+@pytest.mark.e2e  # trains the tiny model first (minutes of CPU)
 def test_eof_threshold_trades_missed_narration_for_false_text(trained, tokenizer):
     batch = make_batch(tokenizer)
 

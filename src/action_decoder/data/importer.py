@@ -22,6 +22,7 @@ from action_decoder.data.srt import read_srt
 from action_decoder.data.vocab import LabelVocab
 
 SPLITS = ("train", "val", "test")
+UNSEEN_SPLIT = "test_unseen"     # task types held out of training altogether (data.test_unseen_tags)
 FORMATS = ("ducktrack", "ocap")
 REQUIRED_FILES = ("events.jsonl", "metadata.json", "video.mp4")
 
@@ -54,8 +55,11 @@ def video_size(path: str | Path) -> tuple[int, int]:
         return stream.codec_context.width, stream.codec_context.height
 
 
-def split_of(recording_id: str, val_fraction: float, test_fraction: float) -> str:
-    """Rule 15: sha1(id) mapped to [0, 1); [0, val) -> val, [val, val + test) -> test, else train."""
+def split_of(recording_id: str, val_fraction: float, test_fraction: float, tags=(), unseen_tags=()) -> str:
+    """Rule 15: a recording carrying any of `unseen_tags` (its task type) -> test_unseen; otherwise sha1(id)
+    mapped to [0, 1); [0, val) -> val, [val, val + test) -> test, else train."""
+    if unseen_tags and set(tags) & set(unseen_tags):
+        return UNSEEN_SPLIT
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction <= 1):
         raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
                          "and sum to at most 1")
@@ -144,8 +148,9 @@ def missing_files(rec: Path, fmt: str) -> list[str]:
 
 def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample_fps: float,
                     val_fraction: float, test_fraction: float, vocab: LabelVocab,
-                    progress: bool = True, fmt: str = "ducktrack") -> dict:
+                    progress: bool = True, fmt: str = "ducktrack", unseen_tags=()) -> dict:
     """Label every recording, write <prepared_dir>/{train,val,test}.jsonl and summary.json; return the summary.
+    With `unseen_tags`, recordings carrying one of them go to a fourth split, test_unseen.jsonl (rule 15).
 
     Nothing is written if a recording is malformed (a broken event line, metadata or SRT raises
     DataFormatError); a recording that cannot be used at all (RecordingSkipped: no usable start time, an
@@ -154,9 +159,11 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
     recordings_dir, prepared_dir = Path(recordings_dir).resolve(), Path(prepared_dir).resolve()
     if not recordings_dir.is_dir():
         raise DataFormatError(recordings_dir, None, "recordings folder does not exist")
-    episodes: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    unseen_tags = tuple(unseen_tags or ())
+    splits = SPLITS + ((UNSEEN_SPLIT,) if unseen_tags else ())
+    episodes: dict[str, list[dict]] = {s: [] for s in splits}
     totals = LabelStats()
-    frames_per_action = {s: Counter({a: 0 for a in vocab.actions.names}) for s in SPLITS}
+    frames_per_action = {s: Counter({a: 0 for a in vocab.actions.names}) for s in splits}
     skipped: dict[str, str] = {}
     lost_by_recording: dict[str, dict[str, list[int]]] = {}
     found = find_recordings(recordings_dir, fmt)
@@ -180,7 +187,7 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
             skipped[rec_id] = "video shorter than one sampled frame"
             warnings.warn(f"{rec_dir}: skipped, video shorter than one sampled frame", stacklevel=2)
             continue
-        split = split_of(rec_id, val_fraction, test_fraction)
+        split = split_of(rec_id, val_fraction, test_fraction, episode["tags"], unseen_tags)
         episodes[split].append(episode)
         frames_per_action[split].update(episode["action"])
         totals.add(stats)
@@ -189,16 +196,17 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
 
     summary = {
         "recordings_dir": str(recordings_dir), "prepared_dir": str(prepared_dir), "sample_fps": float(sample_fps),
-        "recordings": {s: len(episodes[s]) for s in SPLITS},
-        "frames": {s: sum(e["num_frames"] for e in episodes[s]) for s in SPLITS},
-        "frames_per_action": {s: dict(frames_per_action[s]) for s in SPLITS},
+        "recordings": {s: len(episodes[s]) for s in splits},
+        "frames": {s: sum(e["num_frames"] for e in episodes[s]) for s in splits},
+        "frames_per_action": {s: dict(frames_per_action[s]) for s in splits},
+        **({"test_unseen_tags": list(unseen_tags)} if unseen_tags else {}),
         **totals.as_dict(),
         "typed_chars_lost": [totals.lost_events["type"], totals.labelled_events["type"]],
         "lost_by_recording": lost_by_recording,
         "skipped_recordings": skipped,
     }
     prepared_dir.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
+    for split in splits:
         with open(prepared_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for episode in episodes[split]:
                 f.write(json.dumps(episode, ensure_ascii=False) + "\n")
@@ -211,10 +219,11 @@ def format_summary(summary: dict) -> str:
     lines = [f"prepared {sum(summary['recordings'].values())} recordings -> {summary['prepared_dir']}"]
     lines.append("recordings per split: " + ", ".join(f"{s} {n}" for s, n in summary["recordings"].items()))
     actions = list(next(iter(summary["frames_per_action"].values())))
-    lines.append(f"{'frames per action':<18}" + "".join(f"{s:>9}" for s in SPLITS))
+    splits = list(summary["recordings"])
+    lines.append(f"{'frames per action':<18}" + "".join(f"{s:>12}" for s in splits))
     for a in actions:
-        lines.append(f"  {a:<16}" + "".join(f"{summary['frames_per_action'][s][a]:>9}" for s in SPLITS))
-    lines.append(f"  {'total':<16}" + "".join(f"{summary['frames'][s]:>9}" for s in SPLITS))
+        lines.append(f"  {a:<16}" + "".join(f"{summary['frames_per_action'][s][a]:>12}" for s in splits))
+    lines.append(f"  {'total':<16}" + "".join(f"{summary['frames'][s]:>12}" for s in splits))
     for name in ("events", "labelled_events", "dropped_events", "narration"):
         counts = summary[name]
         lines.append(f"{name.replace('_', ' ')}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))

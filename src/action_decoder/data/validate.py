@@ -156,7 +156,8 @@ def validate_prepared(prepared_dir: str | Path, vocab: LabelVocab, check_videos:
     if summary_path.is_file():
         report.warnings += lost_event_warnings(json.loads(summary_path.read_text(encoding="utf-8")), max_lost_share)
     seen_ids: dict[str, str] = {}
-    for split in SPLITS:
+    optional = ("test_unseen",) if (prepared_dir / "test_unseen.jsonl").is_file() else ()
+    for split in SPLITS + optional:
         name = f"{split}.jsonl"
         path = prepared_dir / name
         if not path.is_file():

@@ -1,10 +1,11 @@
 """The training loop's metrics log, `metrics.jsonl` in a run dir: reading it.
 
-The metrics log (written by the training loop, one JSON object a line) holds three kinds of records:
-  split "train"       per logged step: epoch, step, stage, lr, loss {total, action, key, modifier, click, ...}
+The metrics log (training/loggers.py writes it, one JSON object a line) holds four kinds of records, each with
+its epoch and step (the global micro-step count):
+  split "train"       per logged step: stage, lr, loss {total, action, key, modifier, click, ...}, clips_per_s
   split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
-  split "val"         per validation (at the end of each epoch, and every train.val_every_steps optimizer steps):
-                      epoch, step (the optimizer step it followed), validation loss {...} and metrics {...}
+  split "val"         per validation (every train.val_every_steps and at each epoch's end): loss {...}, metrics {...}
+  split "sync"        per epoch of a multi-process run: one hash of the trained weights per rank
 Curriculum stage switches show as the `stage` field changing between epochs; every plot marks them.
 """
 from __future__ import annotations

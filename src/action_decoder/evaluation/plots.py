@@ -124,13 +124,14 @@ def _event_label(e) -> str:
 def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pred_events: Sequence,
                   true_events: Sequence | None, true_frames: dict | None, sample_fps: float,
                   out_png: str | os.PathLike, max_frames: int = 24, reader: str = "decord",
-                  title: str | None = None) -> Path:
+                  title: str | None = None, show_pred: bool = True) -> Path:
     """A strip of a recording's frames: the frames where a predicted or true event starts (evenly thinned
     to `max_frames`, or filled with evenly spaced frames), each captioned with its predicted event (red)
-    and true event (green) and marked with the predicted (red +) and true (green o) click points."""
+    and true event (green) and marked with the predicted (red +) and true (green o) click points.
+    `show_pred=False`: the labels alone (no model), `frames` unused."""
     from action_decoder.data.video import read_frames
 
-    n = len(frames)
+    n = len(frames) if show_pred else len(true_frames["action"])
     starts = sorted({e.frame_start for e in (*pred_events, *(true_events or []))})
     if len(starts) > max_frames:
         starts = [starts[i] for i in np.linspace(0, len(starts) - 1, max_frames).round().astype(int)]
@@ -148,13 +149,14 @@ def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pre
     for ax, f, img in zip(axes.flat, shown, images):
         ax.imshow(img)
         ax.set_title(f"frame {f}  {f / sample_fps:.1f} s", fontsize=8)
-        lines = [("pred: " + (_event_label(pred_at[f]) if f in pred_at else frames[f]["action"]), "tab:red")]
+        lines = [("pred: " + (_event_label(pred_at[f]) if f in pred_at else frames[f]["action"]), "tab:red")
+                 ] if show_pred else []
         if true_frames is not None:
             lines.append(("true: " + (_event_label(true_at[f]) if f in true_at else true_frames["action"][f]),
                           "tab:green"))
         for i, (text, color) in enumerate(lines):
             ax.text(0.0, -0.04 - 0.11 * i, text[:40], transform=ax.transAxes, fontsize=7, color=color, va="top")
-        if "x" in frames[f]:
+        if show_pred and "x" in frames[f]:
             ax.plot(frames[f]["x"] * w, frames[f]["y"] * h, "+", color="red", markersize=12, markeredgewidth=2)
         if true_frames is not None and true_frames["click"][f] is not None:
             x, y = true_frames["click"][f]
@@ -162,6 +164,18 @@ def plot_timeline(video, frame_index: Sequence[int], frames: Sequence[dict], pre
     fig.suptitle(title or "timeline", fontsize=11)
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_episode_labels(episode: dict, out_png: str | os.PathLike, max_frames: int = 12,
+                        reader: str = "decord") -> Path:
+    """A prepared episode's frames with their labels (events in green, click points as green o), no model:
+    the timeline picture of a dataset before anything is trained on it."""
+    from action_decoder.evaluation.events import frames_to_events
+
+    true = {k: episode[k] for k in ("action", "key", "modifier", "click")}
+    return plot_timeline(episode["video"], episode["frame_index"], [], [], frames_to_events(**true), true,
+                         episode["sample_fps"], out_png, max_frames=max_frames, reader=reader,
+                         title=f"{episode['id']}: {episode['prompt'][:90]}", show_pred=False)
 
 
 def plot_sweep(rows: Sequence[dict], out_png: str | os.PathLike, x: str = "backbone.lora.r",

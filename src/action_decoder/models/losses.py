@@ -32,11 +32,11 @@ from action_decoder.data.vocab import IGNORE_INDEX
 
 from .outputs import Outputs
 LOSS_NAMES = ("action", "key", "modifier", "click", "transcript")
-LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): 4.2 M, 27 rows at Qwen's vocabulary (~70 MB in flight)
+LOGITS_PER_CHUNK = 2**22  # transcript logits made at once (rows x vocab): a few dozen rows at Qwen's vocabulary
 
 
 # Heads `loss.class_balance` reweights. Not the modifier head: its rare classes (shift, alt, ...) are read
-# off the keys held, and balancing it cost 0.14 val modifier accuracy after one epoch of `smoke` for no gain.
+# off the keys held, and balancing it costs modifier accuracy for no gain (README "Results").
 CLASS_HEADS = ("action", "key")
 
 

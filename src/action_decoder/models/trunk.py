@@ -4,8 +4,7 @@
      them (`AttentionPool`), or their mean (`MeanPool`).
   2. + a learned temporal position embedding + the motion summary (`MotionSummary`): each token's change to
      the previous and next frame, projected and max-pooled over the frame. Without it the frame token is
-     dominated by the static screen and the action head stays at the majority class (measured: val action
-     acc 0.45 -> 0.83 after 200 steps with it).
+     dominated by the static screen and the action head stays at the majority class.
   3. `num_layers` pre-norm layers of [self-attention over the clip's frames (causal with `temporal_causal`),
      cross-attention to the prompt (padding masked; a learned "no prompt" slot is always present so an empty
      prompt never gives an all-masked softmax), FFN], then a LayerNorm.

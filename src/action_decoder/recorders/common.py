@@ -45,9 +45,12 @@ def finish(tmp: Path, final: Path) -> Path:
 
 
 def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, progress: bool = True,
-             spawn: bool = False) -> Iterator[Any]:
+             spawn: bool = False, reuse: bool = False, chunksize: int = 1) -> Iterator[Any]:
     """Yield fn(job) for every job as it finishes, over `workers` processes (in this process when 1), with a
-    progress bar. `spawn`: a fresh process per job (recorders whose listeners bind to the process's DISPLAY)."""
+    progress bar. `spawn`: spawned processes (recorders whose listeners bind to the process's DISPLAY), a
+    fresh one per job unless `reuse`: then each process lives for the whole run (a recorder keeping its display
+    and browser across jobs) and exits normally at the end, so its `multiprocessing.util.Finalize` cleanups run.
+    `chunksize`: consecutive jobs handed to one process at a time."""
     workers = max(1, min(workers, len(jobs)))
     with tqdm(total=len(jobs), desc=desc, unit="rec", disable=not progress) as bar:
         if workers == 1 and not spawn:
@@ -56,10 +59,12 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, prog
                 bar.update()
             return
         ctx = mp.get_context("spawn" if spawn else None)
-        with ctx.Pool(workers, maxtasksperchild=1 if spawn else None) as pool:
-            for result in pool.imap_unordered(fn, jobs, chunksize=1):
+        with ctx.Pool(workers, maxtasksperchild=1 if spawn and not reuse else None) as pool:
+            for result in pool.imap_unordered(fn, jobs, chunksize=chunksize):
                 yield result
                 bar.update()
+            pool.close()          # let the workers exit on their own (not terminated) and run their cleanups
+            pool.join()
 
 
 def config_from_node(cls, node, where: str):

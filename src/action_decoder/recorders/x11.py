@@ -16,8 +16,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-# xdotool keysym of each character the scripts type.
-KEYSYM = {" ": "space", "-": "minus", ".": "period", "/": "slash", "=": "equal", "+": "plus", "*": "asterisk"}
+# xdotool keysym of every printable ASCII character that is not its own keysym (letters and digits are), so a
+# script can type any string one key at a time.
+KEYSYM = {" ": "space", "!": "exclam", '"': "quotedbl", "#": "numbersign", "$": "dollar", "%": "percent",
+          "&": "ampersand", "'": "apostrophe", "(": "parenleft", ")": "parenright", "*": "asterisk", "+": "plus",
+          ",": "comma", "-": "minus", ".": "period", "/": "slash", ":": "colon", ";": "semicolon", "<": "less",
+          "=": "equal", ">": "greater", "?": "question", "@": "at", "[": "bracketleft", "\\": "backslash",
+          "]": "bracketright", "^": "asciicircum", "_": "underscore", "`": "grave", "{": "braceleft", "|": "bar",
+          "}": "braceright", "~": "asciitilde"}
 
 
 # --- the X session -----------------------------------------------------------------------------------
@@ -131,6 +137,10 @@ class EventLog:
         threading.excepthook = lambda a: None if issubclass(a.exc_type, ConnectionClosedError) else default_hook(a)
         self.mouse.stop()
         self.keyboard.stop()
+        # A stopped listener thread only notices once the X server sends it one more event (it waits seconds
+        # otherwise): one pointer nudge there and back and a shift tap, after logging has stopped.
+        subprocess.run(["xdotool", "mousemove_relative", "--", "1", "0", "mousemove_relative", "--", "-1", "0",
+                        "key", "shift"], capture_output=True)
         self.mouse.join(5)
         self.keyboard.join(5)
 
@@ -272,8 +282,11 @@ class Driver:
         self.pause(0.1, 0.3)
 
     def drag(self, x: int, y: int) -> None:
+        """Press, travel, release. A travel of 5 px or less is what the importer calls a click (rule 4), so
+        that is what the press is logged as."""
         self.dwell()
-        self._act("drag", "mousedown", "1", xy=list(self.xy))
+        far = np.hypot(x - self.xy[0], y - self.xy[1]) > 5
+        self._act("drag" if far else "click", "mousedown", "1", xy=list(self.xy))
         self.pause(0.08, 0.15)
         self.move(x, y)
         self.pause(0.08, 0.15)
@@ -287,10 +300,20 @@ class Driver:
             self.pause(0.06, 0.16)
 
     def type(self, text: str) -> None:
-        """One key at a time, 80-200 ms apart (5-8 characters/s, like a person typing)."""
+        """One key at a time, 80-200 ms apart (5-8 characters/s, like a person typing); any printable ASCII."""
         for ch in text:
+            if len(ch) != 1 or not (ch.isalnum() and ch.isascii() or ch in KEYSYM):
+                raise ValueError(f"cannot type {ch!r}: not printable ASCII")
             self._act("type", "key", KEYSYM.get(ch, ch), key=ch)
             self.pause(0.07, 0.19)
+
+    def hotkey(self, modifiers: str, key: str) -> None:
+        """A combination such as ctrl+c: `modifiers` as xdotool names them ("ctrl", "ctrl+shift"), `key` the letter."""
+        self.key(f"{modifiers}+{KEYSYM.get(key, key)}", "hotkey", key.lower())
+
+    def release_all(self) -> None:
+        """Release buttons and modifiers an interrupted script may have left pressed (not a labelled action)."""
+        self._xdotool("mouseup", "1", "keyup", "ctrl", "shift", "alt")
 
     def key(self, keysym: str, action: str, key: str) -> None:
         """A named key (action "key") or a combination such as ctrl+l (action "hotkey")."""

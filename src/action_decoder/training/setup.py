@@ -1,5 +1,6 @@
-"""What a training step needs, built the same way for train.py, scripts/preflight.py and bench/bench_train.py:
-the Accelerator (one precision for the run), the optimizer (LoRA at its own rate), the schedule and the loss."""
+"""What a training step needs, built the same way for train.py and what times its step (scripts/preflight.py,
+scripts/real_size_step.py, bench/bench_train.py, bench/bench_gpu.py): the Accelerator (one precision for the run),
+the optimizer (LoRA at its own rate), the schedule and the loss."""
 from __future__ import annotations
 
 import math

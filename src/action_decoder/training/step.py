@@ -1,4 +1,5 @@
-"""One training micro-step, the same function for train.py, scripts/preflight.py and bench/bench_train.py."""
+"""One training micro-step: what train.py runs, and what everything that times a step runs (training/throughput.py's
+`timed_step`: scripts/preflight.py, scripts/real_size_step.py, bench/bench_train.py, bench/bench_gpu.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
