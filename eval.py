@@ -85,10 +85,9 @@ def main(cfg: DictConfig) -> None:
                                "(curves and sweeps: python scripts/plot_runs.py run=... | runs=[...] | sweep=...)")
     if cfg.split not in SPLITS:
         raise cli.SettingError(f"split={cfg.split}: choose one of {', '.join(SPLITS)}")
-    if cfg.eof_thresholds:
+    score_checkpoint(cfg)
+    if cfg.eof_thresholds:  # and the transcript metrics at each speak/silent threshold
         sweep_eof(cfg)
-    else:
-        score_checkpoint(cfg)
 
 
 def check_moved(argv: list[str]) -> None:
