@@ -1,10 +1,13 @@
-"""Annotate recordings with a checkpoint.  python annotate.py checkpoint=<best.pt> input=<...> output=<dir>
+"""Annotate recordings with a checkpoint.  python annotate.py checkpoint=<best.pt | export folder> input=<...> output=<dir>
 (see conf/annotate.yaml and action_decoder/inference/annotate.py)"""
 import hydra
 from omegaconf import DictConfig
 
+from action_decoder import cli
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="annotate")
+@cli.user_errors
 def main(cfg: DictConfig) -> None:
     from action_decoder.inference.annotate import run
 
@@ -12,4 +15,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry(main)

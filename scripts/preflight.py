@@ -21,6 +21,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from action_decoder import cli
+
 class PreflightError(RuntimeError):
     """A reason to stop, already phrased for the user."""
 
@@ -153,4 +155,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry(main)

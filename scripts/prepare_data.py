@@ -13,6 +13,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from action_decoder import cli
 from action_decoder.config import load_config
 from action_decoder.data.events import DataFormatError
 from action_decoder.data.importer import format_summary, prepare_dataset
@@ -37,4 +38,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli.entry(lambda: main(sys.argv[1:])))

@@ -1,4 +1,4 @@
-"""Curves, confusion plot and sweep table from a run's metrics.jsonl (format: evaluation/plots.py)."""
+"""Curves, confusion plot and sweep table from a run's metrics.jsonl (format: evaluation/metrics_log.py)."""
 
 import json
 import math
@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from action_decoder.evaluation.metrics_log import read_metrics
-from action_decoder.evaluation.plots import plot_accuracy, plot_confusion, plot_loss
+from action_decoder.evaluation.curves import plot_accuracy, plot_loss
+from action_decoder.evaluation.plots import plot_confusion
 from action_decoder.evaluation.sweeps import find_run_dirs, sweep_table, write_sweep_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,8 +26,8 @@ def fake_records(epochs=4, steps_per_epoch=5, stages=(("short_clips", 0), ("full
             recs.append({"split": "train", "epoch": e, "step": step, "stage": stage, "lr": 1e-4, "loss": loss,
                          "clips_per_s": 3.2})
         a = acc[e] if acc else 0.3 + 0.1 * e
-        metrics = {"action_acc": a, "action_macro_f1": a - 0.1, "click_hit_rate": 0.1 * e, "key_acc": None,
-                   "action_majority_acc": 0.4}
+        metrics = {"action_acc": a, "action_macro_f1": a - 0.1, "event_f1": a - 0.2, "click_hit_rate": 0.1 * e,
+                   "key_acc": None, "action_majority_acc": 0.4}
         recs.append({"split": "train_epoch", "epoch": e, "step": step, "stage": stage, "loss": loss,
                      "metrics": {**metrics, "action_acc": a + 0.05}})
         recs.append({"split": "val", "epoch": e, "step": step, "stage": stage, "loss": loss, "metrics": metrics})
@@ -64,7 +65,7 @@ def test_curves_from_a_one_epoch_run(tmp_path):
 def test_loss_plot_without_epoch_records_and_accuracy_plot_needs_them(tmp_path):
     steps_only = [r for r in fake_records(epochs=1) if r["split"] == "train"]
     assert_png(plot_loss(steps_only, tmp_path / "loss.png"))
-    with pytest.raises(ValueError, match="no epoch metrics"):
+    with pytest.raises(ValueError, match="no validation or train_epoch metrics"):
         plot_accuracy(steps_only, tmp_path / "accuracy.png")
 
 
@@ -103,7 +104,7 @@ def test_sweep_table_lists_each_run_with_overrides_and_best_epoch(tmp_path):
     (sweep / "3" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["backbone.lora.r=64", "train.lr=1e-4", "seed=0"]))
 
     assert find_run_dirs(sweep) == [sweep / "0", sweep / "1", sweep / "2"]
-    rows = sweep_table([sweep / "0", sweep / "1", sweep / "2", sweep / "3"])
+    rows = sweep_table([sweep / "0", sweep / "1", sweep / "2", sweep / "3"], metric="action_acc")
     by_run = {r["run"]: r for r in rows}
     assert set(by_run) == {str(sweep / i) for i in "0123"}
     assert [r["run"] for r in rows] == [str(sweep / i) for i in "1023"]  # best first, failed last
@@ -118,9 +119,11 @@ def test_sweep_table_lists_each_run_with_overrides_and_best_epoch(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| `")]
     assert len(table) == 4
     header = next(line for line in md.splitlines() if line.startswith("| run"))
-    assert header.startswith("| run | backbone.lora.r | best val action acc |")  # differing override: a column
-    assert table[0].startswith("| `1` | 16 |") and "0.800" in table[0]
+    assert header.startswith("| run | backbone.lora.r | best val action_acc | event_f1 |")  # differing override: a column
+    assert table[0].startswith("| `1` | 16 | 0.800 |")
     assert "`train.lr=1e-4`, `seed=0`" in md  # shared by all runs: listed once above, not as columns
+    # by default the runs rank by train.best_metric's default, event_f1
+    assert sweep_table([sweep / "0"])[0]["metric"] == "event_f1"
 
 
 def test_latest_run_is_the_one_whose_needed_file_was_written_last(tmp_path):

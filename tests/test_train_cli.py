@@ -63,7 +63,8 @@ def test_train_writes_one_complete_run_dir(trained_run, tmp_path):
 
 
 def test_eval_scores_checkpoint_and_plots_run(trained_run, prepared_data):
-    proc = run_eval(f"checkpoint={trained_run / 'best.pt'}", "split=test", f"run={trained_run}")
+    proc = run_eval(f"checkpoint={trained_run / 'best.pt'}", "split=test")
+    run_cli([sys.executable, str(REPO / "scripts" / "plot_runs.py"), f"run={trained_run}"])
     out = trained_run / "eval" / f"best_test_{prepared_data.parent.name}-prepared"
     result = json.loads((out / "eval.json").read_text())
     m = result["metrics"]
@@ -157,7 +158,7 @@ def test_wandb_offline_run_extended_by_resume_latest_keeps_its_run_id(prepared_d
 
 def test_lora_sweep_runs_each_job_in_its_own_dir_and_tabulates(prepared_data, tmp_path):
     """`train.py -m backbone.lora.r=0,8` runs two jobs (Hydra multirun; r=0 = towers frozen, heads only), and
-    `eval.py sweep=` lists both and plots them."""
+    `scripts/plot_runs.py sweep=` lists both and plots them."""
     sweep = tmp_path / "sweep"
     run_cli([sys.executable, str(REPO / "train.py"), "-m",
              *train_args(prepared_data, tmp_path / "out", "train.epochs=1", "backbone.lora.r=0,8",
@@ -170,8 +171,9 @@ def test_lora_sweep_runs_each_job_in_its_own_dir_and_tabulates(prepared_data, tm
     assert ranks == {0, 8}
     frozen = next(j for j in jobs if torch.load(j / "best.pt", weights_only=True)["config"]["backbone"]["lora"]["r"] == 0)
     assert not any("lora_" in k for k in torch.load(frozen / "best.pt", weights_only=True)["state"])
-    run_eval(f"sweep={sweep}")
+    run_cli([sys.executable, str(REPO / "scripts" / "plot_runs.py"), f"sweep={sweep}"])
     assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (sweep / "curves.png").read_bytes()[:4] == b"\x89PNG"
     table = (sweep / "sweep.md").read_text()
     assert table.count(str(jobs[0].name)) >= 1 and table.count(str(jobs[1].name)) >= 1
     assert "backbone.lora.r" in table

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from action_decoder.cli import MissingFileError
 from action_decoder.config import plain
 from action_decoder.data.frames import preprocess_frames
 from action_decoder.data.video import (DEFAULT_READER, DEFAULT_THREADS, READERS, VideoDecodeError,
@@ -341,7 +342,7 @@ def build_clip_dataset(cfg: Any, split: str, tokenizer: Any, data_cfg: Any | Non
     paths = split_files(data, split)
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path} not found: prepare the dataset first with `{PREPARE_COMMAND}` "
                 f"(or point data.prepared_dir at a folder holding {split}.jsonl)")
     vision = cfg.backbone.vision

@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
+from action_decoder.cli import MissingFileError
 from action_decoder.data.events import DataFormatError, RecordingSkipped, read_events, read_metadata
 from action_decoder.data.labels import LabelStats, VideoInfo, label_events
 from action_decoder.data.ocap import read_ocap, write_sampled_video
@@ -165,8 +166,12 @@ def prepare_dataset(recordings_dir: str | Path, prepared_dir: str | Path, sample
     frames_per_action = {s: Counter({a: 0 for a in vocab.actions.names}) for s in splits}
     skipped: dict[str, str] = {}
     lost_by_recording: dict[str, dict[str, list[int]]] = {}
-    for rec_id, rec_dir in tqdm(find_recordings(recordings_dir, fmt), desc="prepare", unit="rec",
-                                disable=not progress):
+    found = find_recordings(recordings_dir, fmt)
+    if not found:  # nothing to prepare: empty splits would only fail later, in training
+        raise MissingFileError(f"data.recordings_dir={recordings_dir}: no {fmt} recording in it "
+                               f"({'events.jsonl' if fmt == 'ducktrack' else '*.mcap'} files); make synthetic ones with "
+                               "python scripts/make_synthetic_data.py, or point data.recordings_dir at your recordings")
+    for rec_id, rec_dir in tqdm(found, desc="prepare", unit="rec", disable=not progress):
         missing = missing_files(rec_dir, fmt)
         if missing:
             skipped[rec_id] = f"missing {', '.join(missing)}"

@@ -11,10 +11,12 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from action_decoder.cli import MissingFileError, SettingError
 from action_decoder.data.clips import build_clip_dataset, prepared_dirs
 from action_decoder.evaluation.decision import decided_events, rule_of, store_rule, tune_event_rule
-from action_decoder.evaluation.false_events import count_false_events
 from action_decoder.evaluation.events import EpisodeFrames
+from action_decoder.evaluation.export import META_FILE, is_export, load_export
+from action_decoder.evaluation.false_events import count_false_events
 from action_decoder.data.tokenizer import build_tokenizer
 from action_decoder.models.build import build_model
 from action_decoder.models.losses import LOSS_NAMES, build_loss
@@ -24,9 +26,25 @@ from action_decoder.training.setup import class_counts
 from action_decoder.training.validate import validate
 
 
+CHECKPOINT_HINT = "give a best.pt / epoch_NNN.pt of a run, or a folder written by scripts/export_checkpoint.py"
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """The checkpoint dict ({state, config, epoch, stage, metrics}) of a best.pt / epoch_NNN.pt or an export folder."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_export(path):
+            raise MissingFileError(f"checkpoint={path}: a folder without {META_FILE}, so not an export; {CHECKPOINT_HINT}")
+        return load_export(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint={path}: no such file or folder; {CHECKPOINT_HINT}")
+    return load_checkpoint(path)  # refuses a file that is no checkpoint of this format, naming it
+
+
 def load_model_from_checkpoint(path: str | Path, data_overrides: dict | None = None):
-    """(model, tokenizer, cfg, ckpt): the model rebuilt from the checkpoint's own config, weights loaded strictly."""
-    ckpt = load_checkpoint(path)
+    """(model, tokenizer, cfg, ckpt): the model rebuilt from the checkpoint's own config, weights loaded strictly.
+    `path`: a .pt checkpoint or an export folder (evaluation/export.py)."""
+    ckpt = load_checkpoint_file(path)
     cfg = OmegaConf.create(ckpt["config"])
     cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in (data_overrides or {}).items() if v is not None})
     tokenizer = build_tokenizer(cfg.backbone.text)
@@ -88,13 +106,15 @@ class UntrainedHeadWarning(UserWarning):
 
 
 def eval_dir(path: Path, split: str, prepared_dir: str | Path, prompt: str = "true") -> Path:
-    """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>_<dataset>/`,
+    """Where a checkpoint's evaluation files go: `<checkpoint dir>/eval/<checkpoint>_<split>_<dataset>/`
+    (`<export folder>/eval/export_<split>_<dataset>/` for an export),
     <dataset> = the prepared dir's last two path parts joined by `-` (data/synthetic/prepared ->
     synthetic-prepared), so scoring another dataset never overwrites this one's files; a prompt ablation
     (eval.prompt other than `true`) adds `_prompt-<mode>`."""
     parts = Path(prepared_dir).resolve().parts[-2:]
     suffix = "" if prompt == "true" else f"_prompt-{prompt}"
-    out = path.parent / "eval" / f"{path.stem}_{split}_{'-'.join(parts)}{suffix}"
+    home, name = (path, "export") if path.is_dir() else (path.parent, path.stem)  # an export folder keeps its own
+    out = home / "eval" / f"{name}_{split}_{'-'.join(parts)}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 

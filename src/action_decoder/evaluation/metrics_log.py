@@ -1,7 +1,7 @@
 """The training loop's metrics log, `metrics.jsonl` in a run dir: reading it.
 
 The metrics log (training/loggers.py writes it, one JSON object a line) holds four kinds of records, each with
-its epoch and step (the global micro-step count):
+its epoch, step (micro-steps trained) and optimizer_step (the x of every curve):
   split "train"       per logged step: stage, lr, loss {total, action, key, modifier, click, ...}, clips_per_s
   split "train_epoch" per epoch: training averages, loss {...} and metrics {action_acc, ...}
   split "val"         per validation (every train.val_every_steps and at each epoch's end): loss {...}, metrics {...}
@@ -56,3 +56,30 @@ def epoch_records(records: Iterable[dict], split: str) -> list[dict]:
         if rec.get("split") == split and rec.get("epoch") is not None:
             by_epoch[int(rec["epoch"])] = rec
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def step_records(records: Iterable[dict], split: str = "train") -> list[dict]:
+    """Records of `split` carrying a step, one per step, sorted; a step logged twice (resume) keeps the last.
+    `val` records by step are the validation curve: several a epoch with train.val_every_steps."""
+    by_step: dict[int, dict] = {}
+    for rec in records:
+        if rec.get("split") == split and rec.get("step") is not None:
+            by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def optimizer_step(rec: dict) -> int:
+    """A record's optimizer step, the x of every curve (`step` counts micro-steps: more at train.grad_accum > 1)."""
+    return int(rec["optimizer_step"] if rec.get("optimizer_step") is not None else rec["step"])
+
+
+def epoch_ends(records: Iterable[dict]) -> dict[int, int]:
+    """{epoch: the last optimizer step it trained}: the per-epoch summary's, else the epoch's last logged step's."""
+    records = list(records)
+    ends: dict[int, int] = {}
+    for rec in step_records(records):
+        ends[int(rec["epoch"])] = optimizer_step(rec)
+    for rec in epoch_records(records, "train_epoch"):
+        if rec.get("step") is not None:
+            ends[int(rec["epoch"])] = optimizer_step(rec)
+    return dict(sorted(ends.items()))

@@ -48,6 +48,17 @@ def class_table(table: dict, title: str) -> list[str]:
     return rows
 
 
+SUMMARY_COLUMNS = (("action acc", "action_acc"), ("action macro-F1", "action_macro_f1"), ("event F1", "event_f1"),
+                   ("click hit", "click_hit_rate"), ("key acc", "key_acc"), ("modifier acc", "modifier_acc"))
+
+
+def summary_rows(rows: list[tuple[str, dict]]) -> list[str]:
+    """Markdown table: one row per (label, metrics), the headline metrics as columns."""
+    return ["| | " + " | ".join(name for name, _ in SUMMARY_COLUMNS) + " |",
+            "|---" * (len(SUMMARY_COLUMNS) + 1) + "|",
+            *(f"| {label} | " + " | ".join(_f(m.get(key)) for _, key in SUMMARY_COLUMNS) + " |" for label, m in rows)]
+
+
 def write_eval_markdown(result: dict, path: Path, confusion_png: str = "confusion.png") -> Path:
     m = result["metrics"]
     lines = [
@@ -56,10 +67,7 @@ def write_eval_markdown(result: dict, path: Path, confusion_png: str = "confusio
         f"Epoch {result['epoch']}, stage `{result['stage']}`; {m['n_frames']} frames of {result['num_episodes']} "
         f"episodes, each scored once.",
         "",
-        "| | action acc | action macro-F1 | event F1 | click hit | key acc | modifier acc |",
-        "|---|---|---|---|---|---|---|",
-        f"| model | {_f(m['action_acc'])} | {_f(m['action_macro_f1'])} | {_f(m['event_f1'])} | "
-        f"{_f(m['click_hit_rate'])} | {_f(m['key_acc'])} | {_f(m['modifier_acc'])} |",
+        *summary_rows([("model", m)]),
         f"| majority class (`{m['action_majority_class']}`) | {_f(m['action_majority_acc'])} | "
         f"{_f(m['action_majority_macro_f1'])} | 0.000 | | {_f(m['key_majority_acc'])} | "
         f"{_f(m['modifier_majority_acc'])} |",

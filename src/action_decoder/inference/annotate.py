@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from action_decoder.cli import MissingFileError
 from action_decoder.data.clips import prompt_token_ids
 from action_decoder.data.events import DataFormatError, read_events, read_metadata
 from action_decoder.data.importer import probe_video, read_prompt
@@ -71,7 +72,7 @@ def find_inputs(path: str | Path) -> list[Recording]:
     if path.is_file():
         return [Recording(path.stem, path, None)]
     if not path.is_dir():
-        raise FileNotFoundError(f"input={path}: no such file or folder")
+        raise MissingFileError(f"input={path}: no such file or folder")
     if (path / "video.mp4").is_file():
         return [Recording(path.name, path / "video.mp4", path)]
     found = []
@@ -83,7 +84,7 @@ def find_inputs(path: str | Path) -> list[Recording]:
         elif child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES:
             found.append(Recording(child.stem, child, None))
     if not found:
-        raise FileNotFoundError(f"input={path}: no video.mp4 folder or video file ({', '.join(VIDEO_SUFFIXES)}) in it")
+        raise MissingFileError(f"input={path}: no video.mp4 folder or video file ({', '.join(VIDEO_SUFFIXES)}) in it")
     return found
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from accelerate import init_empty_weights
 
+from action_decoder.cli import MissingFileError
 from action_decoder.config import plain
 
 from .config import DecoderConfig
@@ -144,7 +145,7 @@ def build_model(
     except FileNotFoundError as err:
         if "pretrain" not in backbone:
             raise
-        raise FileNotFoundError(f"{err}\nThe tiny towers are made by `python scripts/pretrain_tiny_towers.py` "
+        raise MissingFileError(f"{err}\nThe tiny towers are made by `python scripts/pretrain_tiny_towers.py` "
                                 "(or set backbone.vision.name_or_path=null backbone.text.name_or_path=null "
                                 "for random-init towers).") from None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from action_decoder.cli import SettingError
 from action_decoder.training.run_dir import RESUME_DIRNAME, TRAINER_STATE
 from action_decoder.training.train_state import file_sha256
 
@@ -69,11 +70,11 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, truncated, or a pickle of other objects
-        raise ValueError(f"{path}: not a checkpoint this repo wrote ({type(err).__name__}); pass a best.pt or "
-                         "epoch_NNN.pt from a run dir") from None
+        raise SettingError(f"{path}: not a checkpoint this repo wrote ({type(err).__name__}); pass a best.pt or "
+                         "epoch_NNN.pt from a run dir, or an export folder (scripts/export_checkpoint.py)") from None
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {version}, but this code reads format {FORMAT_VERSION} only; "
+        raise SettingError(f"{path}: checkpoint format {version}, but this code reads format {FORMAT_VERSION} only; "
                          "retrain with this code, or evaluate it with the commit that wrote it")
     return ckpt
 
@@ -106,7 +107,7 @@ def config_mismatches(saved: dict, cfg: DictConfig) -> list[str]:
 def check_compatible(ckpt: dict, cfg: DictConfig, path: str | Path) -> None:
     bad = config_mismatches(ckpt["config"], cfg)
     if bad:
-        raise ValueError(f"{path} was trained with a different architecture; mismatched keys:\n  " + "\n  ".join(bad))
+        raise SettingError(f"{path} was trained with a different architecture; mismatched keys:\n  " + "\n  ".join(bad))
 
 
 def prune_epoch_snapshots(run_dir: Path, keep_last: int) -> None:

@@ -22,6 +22,22 @@ def _clean(v):
     return v
 
 
+def wandb_identity(cfg: DictConfig, run_dir: Path) -> tuple[str, str]:
+    """(group, name) of the run in wandb. A sweep's runs (train.py -m, any launcher or sweeper) share one group, the
+    sweep dir, and each is named by its overrides (`backbone.lora.alpha=32,backbone.lora.r=8`); a single run is
+    grouped by experiment and named by its run dir. wandb's own WANDB_RUN_GROUP / WANDB_NAME win when set."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    group, name = cfg.experiment_name, Path(run_dir).name
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        group, name = f"{cfg.experiment_name}:{hc.sweep.dir}", hc.job.override_dirname or name
+    return os.environ.get("WANDB_RUN_GROUP", group), os.environ.get("WANDB_NAME", name)
+
+
 class MetricsLogger:
     def __init__(self, accelerator, run_dir: Path, cfg: DictConfig, wandb_run_id: str | None = None):
         self.accelerator = accelerator
@@ -36,7 +52,7 @@ class MetricsLogger:
                 config=OmegaConf.to_container(cfg, resolve=True),
                 init_kwargs={"wandb": {"id": self.wandb_run_id, "resume": "allow", "entity": w.get("entity"),
                                        "mode": w.get("mode", "online"), "dir": str(run_dir),
-                                       "name": Path(run_dir).name, "group": cfg.experiment_name}},
+                                       **dict(zip(("group", "name"), wandb_identity(cfg, run_dir)))}},
             )
 
     def log(self, record: dict) -> None:

@@ -20,6 +20,7 @@ from accelerate.utils import gather_object, set_seed
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from action_decoder.cli import SettingError
 from action_decoder.data.clips import build_clip_dataset, split_files
 from action_decoder.data.loader import EpochSampler, make_loader, to_device
 from action_decoder.data.tokenizer import build_tokenizer
@@ -61,6 +62,10 @@ class Run:
         flag = torch.tensor(float(self.stop["requested"]), device=self.accelerator.device)
         return self.accelerator.reduce(flag, "sum").item() > 0
 
+    @property
+    def optimizer_step(self) -> int:  # what curves plot; state.global_step counts micro-steps
+        return self.state.global_step // self.cfg.train.grad_accum
+
     def steps_in_epoch(self, epoch: int) -> int:
         tc = self.cfg.train
         n = len(self.datasets[stage_at(self.stages, epoch).name]) // self.accelerator.num_processes // tc.batch_size
@@ -98,7 +103,7 @@ def setup(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     val_sets = {s.name: build_clip_dataset(cfg, "val", tokenizer, data_cfg=s.data, every_frame_once=True) for s in stages}
     for name, ds in datasets.items():
         if len(ds) // accelerator.num_processes < tc.batch_size:
-            raise ValueError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
+            raise SettingError(f"stage {name!r}: {len(ds)} training clips are fewer than batch_size={tc.batch_size} x "
                              f"{accelerator.num_processes} processes; make more recordings or lower train.batch_size")
 
     data_files = sorted({f for s in stages for split in ("train", "val") for f in split_files(s.data, split)})
@@ -108,7 +113,7 @@ def setup(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
         saved = ckpt.read_trainer_state(run_dir).get("layout")
         changes = state.layout.changes_from(RunLayout(**saved)) if saved else []
         if changes:
-            raise ValueError(f"resume={run_dir}: the run's layout changed since its resume state was saved:\n  "
+            raise SettingError(f"resume={run_dir}: the run's layout changed since its resume state was saved:\n  "
                              + "\n  ".join(changes))
         ckpt.verify_resume_state(run_dir / RESUME_DIRNAME)
     if accelerator.is_main_process:  # only once every check passed: a refused resume leaves the run as it was
@@ -124,7 +129,7 @@ def setup(cfg: DictConfig, hydra_run_dir: str | Path, overrides: list[str] | Non
     run = Run(cfg, accelerator, run_dir, stages, datasets, val_sets, model, optimizer, None, None, state,
               tokenizer.pad_token_id)
     if run.steps_in_epoch(0) == 0:
-        raise ValueError(f"an epoch holds fewer than train.grad_accum={tc.grad_accum} micro-steps; lower train.grad_accum "
+        raise SettingError(f"an epoch holds fewer than train.grad_accum={tc.grad_accum} micro-steps; lower train.grad_accum "
                          "or train.batch_size, or raise train.max_steps_per_epoch")
     optimizer_steps = sum(run.steps_in_epoch(e) // tc.grad_accum for e in range(tc.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -211,7 +216,7 @@ def train_epoch(run: Run, epoch: int) -> bool:
         if result.taken and (state.global_step % tc.log_every == 0 or step_in_epoch == n_steps):
             dt = time.perf_counter() - t_log
             rate = clips_since_log / dt if dt > 0 else None
-            run.logger.log({"split": "train", "epoch": epoch, "step": state.global_step, "stage": stage.name,
+            run.logger.log({"split": "train", "epoch": epoch, "step": state.global_step, "optimizer_step": run.optimizer_step, "stage": stage.name,
                             "stage_index": stage.index, "lr": result.lr,
                             "loss": {k: float(v.detach()) for k, v in result.losses.items()}, "clips_per_s": rate})
             bar.set_postfix(loss=f"{float(result.losses['total'].detach()):.3f}", clips_s=f"{rate or 0:.1f}")
@@ -224,8 +229,7 @@ def train_epoch(run: Run, epoch: int) -> bool:
             progress.fold()
             save_and_report_stop(run, f"at epoch {epoch} step {step_in_epoch}")
             return False
-        optimizer_step = state.global_step // tc.grad_accum
-        if tc.val_every_steps and optimizer_step % tc.val_every_steps == 0 and step_in_epoch < n_steps:
+        if tc.val_every_steps and run.optimizer_step % tc.val_every_steps == 0 and step_in_epoch < n_steps:
             # Not interruptible (a stop waits for it): a resume state saved mid-validation would skip it.
             val_losses, val_summary = validate(run.model, run.val_sets[stage.name], loss_fn, cfg, stage, run.pad_id, acc)
             log_validation(run, epoch, stage, val_losses, val_summary)
@@ -260,7 +264,7 @@ def end_of_epoch(run: Run, epoch: int, stage: Stage, loss_fn, n_steps: int, prog
         return False
     val_losses, val_summary = val
     # Logged after validation, so that an epoch whose validation was interrupted is logged once, on resume.
-    run.logger.log({"split": "train_epoch", "epoch": epoch, "step": state.global_step, "stage": stage.name,
+    run.logger.log({"split": "train_epoch", "epoch": epoch, "step": state.global_step, "optimizer_step": run.optimizer_step, "stage": stage.name,
                     "stage_index": stage.index, "loss": mean_losses, "metrics": scalars(train_summary),
                     "skipped_clips": state.epoch_skipped_clips})
     log_validation(run, epoch, stage, val_losses, val_summary)
@@ -282,7 +286,7 @@ def end_of_epoch(run: Run, epoch: int, stage: Stage, loss_fn, n_steps: int, prog
 
 def log_validation(run: Run, epoch: int, stage: Stage, val_losses: dict, val_summary: dict) -> None:
     state = run.state
-    run.logger.log({"split": "val", "epoch": epoch, "step": state.global_step, "stage": stage.name,
+    run.logger.log({"split": "val", "epoch": epoch, "step": state.global_step, "optimizer_step": run.optimizer_step, "stage": stage.name,
                     "stage_index": stage.index, "loss": val_losses, "metrics": scalars(val_summary)})
     run.accelerator.print(f"epoch {epoch} step {state.global_step}: val " + "  ".join(
         f"{k}={fmt(val_summary.get(k))}" for k in SUMMARY_KEYS)
@@ -294,7 +298,7 @@ def keep_if_best(run: Run, epoch: int, stage: Stage, val_summary: dict, metrics:
     the trainable weights (gathered: a collective under ZeRO-3)."""
     tc, state = run.cfg.train, run.state
     if tc.best_metric not in val_summary:
-        raise ValueError(f"train.best_metric={tc.best_metric!r} is not a validation metric; choose from "
+        raise SettingError(f"train.best_metric={tc.best_metric!r} is not a validation metric; choose from "
                          f"{sorted(scalars(val_summary))}")
     value = val_summary[tc.best_metric] if val_summary[tc.best_metric] is not None else -1.0  # None: undefined
     improved = stage.index == len(run.stages) - 1 and (state.best_epoch is None or value > state.best_value)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from action_decoder.cli import MissingFileError
+
 RESUME_DIRNAME = "resume"          # accelerate save_state folder inside a run dir
 TRAINER_STATE = "trainer_state.json"
 
@@ -31,7 +33,7 @@ def find_latest_run(output_root: str | Path, experiment: str, needs: str = f"{RE
     root = Path(output_root) / experiment
     files = list(root.glob(f"*/{needs}"))
     if not files:
-        raise FileNotFoundError(f"latest: no run with {needs} under {root}/ (looked for {root}/*/{needs}); "
+        raise MissingFileError(f"latest: no run with {needs} under {root}/ (looked for {root}/*/{needs}); "
                                 f"train one first (python train.py experiment={experiment}) or name the run dir")
     latest = max(files, key=lambda f: f.stat().st_mtime)
     return latest.parents[len(Path(needs).parts) - 1]
@@ -42,9 +44,9 @@ def resolve_resume_dir(resume: str | None, output_root: str | Path, experiment: 
         return None
     run_dir = find_latest_run(output_root, experiment) if str(resume) == "latest" else Path(resume)
     if not has_resume_state(run_dir):
-        raise FileNotFoundError(
-            f"resume={resume}: {run_dir} has no resume state ({RESUME_DIRNAME}/{TRAINER_STATE} missing)."
-        )
+        raise MissingFileError(
+            f"resume={resume}: {run_dir} has no resume state ({RESUME_DIRNAME}/{TRAINER_STATE} missing); "
+            "give a run dir that train.py wrote (outputs/<experiment>/<timestamp>) or resume=latest")
     return run_dir
 
 

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 from omegaconf import DictConfig
 
+from action_decoder.cli import SettingError
 from action_decoder.models.losses import ActionLoss, build_loss
 from action_decoder.training import checkpoint as ckpt
 
@@ -22,7 +23,7 @@ def resolve_precision(configured: str | None, launcher: str | None) -> str:
     if configured is None:
         return launcher or "no"
     if launcher is not None and launcher != configured:
-        raise ValueError(f"train.mixed_precision={configured} but the accelerate launcher says mixed_precision={launcher} "
+        raise SettingError(f"train.mixed_precision={configured} but the accelerate launcher says mixed_precision={launcher} "
                          f"(launch config or --mixed_precision); make them agree, e.g. train.mixed_precision={launcher} "
                          f"or --mixed_precision {configured}")
     return configured
@@ -58,7 +59,7 @@ def make_optimizer(model, accelerator, tc: DictConfig) -> torch.optim.Optimizer:
         ds_config["gradient_accumulation_steps"] = tc.grad_accum
         ds_config["gradient_clipping"] = float(tc.max_grad_norm)
     if accelerator.gradient_accumulation_steps != tc.grad_accum:  # the launcher's env var wins over our argument
-        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps="
+        raise SettingError(f"the accelerate launch config sets gradient_accumulation_steps="
                          f"{accelerator.gradient_accumulation_steps} but train.grad_accum={tc.grad_accum}; remove it "
                          "from the launch config / command line and set train.grad_accum")
     return optimizer
