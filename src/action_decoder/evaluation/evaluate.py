@@ -58,7 +58,7 @@ def _prepare(path: Path, split: str, data_overrides: dict | None, event_toleranc
     model, tokenizer, cfg, ckpt = load_model_from_checkpoint(path, data_overrides)
     dirs = prepared_dirs(cfg.data)
     if len(dirs) > 1:  # a run trained on several datasets: each is scored (and its eval dir named) on its own
-        raise ValueError(f"{path} was trained on {len(dirs)} prepared datasets ({', '.join(map(str, dirs))}); "
+        raise SettingError(f"{path} was trained on {len(dirs)} prepared datasets ({', '.join(map(str, dirs))}); "
                          "eval.py scores one at a time: add data.prepared_dir=<one of them>")
     cfg.data.prepared_dir = str(dirs[0])
     cfg.train.max_val_steps = None  # evaluate the whole split
@@ -127,7 +127,7 @@ def ablate_prompts(dataset, mode: str) -> None:
     episode's (`shuffled`: episodes in id order, each takes the prompt of the next one whose prompt differs
     from its own, cyclically; deterministic, and no episode keeps its own text where another exists)."""
     if mode not in PROMPT_MODES:
-        raise ValueError(f"eval.prompt={mode!r}: use one of {', '.join(PROMPT_MODES)}")
+        raise SettingError(f"eval.prompt={mode!r}: use one of {', '.join(PROMPT_MODES)}")
     if mode == "true":
         return
     eps = dataset.episodes
@@ -164,7 +164,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_overrides: dict | Non
     episodes = list(frames.episodes_with_probs(names["actions"], names["keys"], names["modifiers"]).values())
     if tune_events:
         if prompt != "true":
-            raise ValueError("tune_events tunes the rule the checkpoint keeps: use eval.prompt=true")
+            raise SettingError("tune_events tunes the rule the checkpoint keeps: use eval.prompt=true")
         rule, base_f1, tuned_f1 = tune_event_rule(episodes, names["actions"], tolerance)
         store_rule(path, rule, {"split": split, "prepared_dir": str(cfg.data.prepared_dir),
                                 "event_f1_argmax": base_f1, "event_f1": tuned_f1})
@@ -200,7 +200,7 @@ def sweep_eof_threshold(path: str | Path, split: str, thresholds,
     path = Path(path)
     model, cfg, _, _, run = _prepare(path, split, data_overrides)
     if not model.has_transcript:
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, without a transcript decoder; "
+        raise SettingError(f"{path} is a model={cfg.model.name} checkpoint, without a transcript decoder; "
                          "eof_thresholds needs one (model=parallel)")
     rows = []
     for threshold in thresholds:
