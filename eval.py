@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from action_decoder import cli
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "test_unseen")  # test_unseen: task types never trained on (data=miniwob)
 MOVED = ("run", "runs", "sweep", "sweep_plot")  # eval.py's plotting modes, now scripts/plot_runs.py
 
 

@@ -40,7 +40,7 @@ def test_eval_mistakes(files):
     assert "not a checkpoint" in line and "best.pt" in line
     assert "no such file or folder" in one_line_error("eval.py", f"checkpoint={missing}")
     assert "not an export" in one_line_error("eval.py", f"checkpoint={empty}")
-    assert "split=tset: choose one of train, val, test" in one_line_error("eval.py", f"checkpoint={text}", "split=tset")
+    assert "split=tset: choose one of train, val, test, test_unseen" in one_line_error("eval.py", f"checkpoint={text}", "split=tset")
     line = one_line_error("eval.py", "checkpoint=latest", "experiment=smok")
     assert "experiment=smok: no such preset" in line and "smoke" in line
     assert f"latest: no run with best.pt under {empty}/smoke" in one_line_error(
