@@ -39,6 +39,11 @@ def summary_lines(ckpt: Path, split: str, result: dict) -> list[str]:
              f"events (±{m['event_tolerance']} frames): f1={_f(m['event_f1'])} precision={_f(m['event_precision'])} "
              f"recall={_f(m['event_recall'])} on {m['event_n_true']} true events; " + " ".join(
                  f"{t}={_f(m[f'event_{t}_f1'])}" for t in EVENT_TYPES if m[f"event_{t}_f1"] is not None)]
+    a = result["event_argmax"]
+    rule = "tuned on this split and stored in the checkpoint" if result["tuned"] else (
+        "the checkpoint's" if result["event_rule"] else "none: per-frame argmax")
+    lines.append(f"event rule: {rule}; per-frame argmax gives f1={_f(a['event_f1'])} "
+                 f"precision={_f(a['event_precision'])} recall={_f(a['event_recall'])} (prompt: {result['prompt']})")
     if "transcript_cer" in m:
         lines.append(f"transcripts: cer={_f(m['transcript_cer'])} wer={_f(m['transcript_wer'])} "
                      f"exact={_f(m['transcript_exact_match'])} missed={_f(m['transcript_missed_rate'])} "

@@ -48,7 +48,7 @@ from action_decoder.evaluation.events import POINT_TYPES, EventCounts, frames_to
 from action_decoder.evaluation.evaluate import load_model_from_checkpoint
 from action_decoder.inference.engine import AnnotationEngine, Job
 from action_decoder.inference.export import differing_frames, frame_labels, roundtrip, write_ducktrack
-from action_decoder.inference.resume import SUMMARY, commit, file_sha256, fingerprint, finished, temp_dir
+from action_decoder.inference.resume import SUMMARY, checkpoint_sha256, commit, fingerprint, finished, temp_dir
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 KEY_ACTIONS = ("type", "key", "hotkey")          # where the key head applies (data/README.md rule 12)
@@ -348,7 +348,7 @@ def run(cfg) -> dict:
     opts = Options(prompt=str(cfg.prompt), tolerance=int(cfg.eval.event_tolerance),
                    timeline_frames=int(cfg.timeline_frames), min_score=float((cfg.get("annotate") or {}).get("min_score") or 0.0),
                    export=export)
-    ckpt_sha = file_sha256(cfg.checkpoint)
+    ckpt_sha = checkpoint_sha256(cfg.checkpoint)
     # Every process decides the same: what is finished (same fingerprint) is skipped, the rest is shared out.
     todo, finished_summaries, prints = [], [], {}
     for rec in recordings:

@@ -14,15 +14,20 @@ import os
 import shutil
 from pathlib import Path
 
+from action_decoder.training.train_state import file_sha256
+
 SUMMARY = "annotate.json"
 OUTPUT_VERSION = 2   # bump when the files written per recording change meaning
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+def checkpoint_sha256(path: str | Path) -> str:
+    """The sha256 of a .pt checkpoint, or of an export folder's files (names and contents)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and "eval" not in p.relative_to(path).parts):
+        h.update(f"{f.relative_to(path)}:{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
