@@ -177,10 +177,12 @@ def test_validations_inside_epochs_are_logged_kept_as_best_and_never_repeated_on
     assert best["metrics"]["step"] == state["best_step"] == max(vals, key=lambda s: (vals[s], -s))
 
     stopped_root = tmp_path / "stopped"
+    stopped_root.mkdir()
     cmd = [sys.executable, str(REPO / "train.py"), *train_args(prepared_data, stopped_root, *every)]
     stopped, _ = stop_with_sigterm(cmd, stopped_root, lambda r: r["split"] == "val" and r["step"] == 2)
     run_cli([sys.executable, str(REPO / "train.py"), "resume=latest", f"output_root={stopped_root}"])
     resumed = read_metrics(stopped)
     assert [r["step"] for r in resumed if r["split"] == "val"] == [2, 3, 4, 6]
     assert step_losses(resumed) == step_losses(records)
-    assert [r["metrics"] for r in resumed if r["split"] == "val"] == [r["metrics"] for r in records if r["split"] == "val"]
+    assert [r["metrics"] for r in resumed if r["split"] == "val"] == [
+        r["metrics"] for r in records if r["split"] == "val"]
