@@ -39,8 +39,8 @@ class EpochSampler(Sampler[int]):
         return mine[self.start:]
 
     def real_count(self) -> int:
-        """Indices of this rank's shard that are not padding."""
-        return len(range(self.rank, self.size, self.world)) if not self.train else self.size // self.world
+        """Validation: indices of this rank's shard that are not padding (an empty shard is all padding)."""
+        return len(range(self.rank, self.size, self.world))
 
     def __iter__(self):
         return iter(self.indices())

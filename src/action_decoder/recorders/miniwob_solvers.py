@@ -232,17 +232,22 @@ def use_autocomplete(ep: Episode) -> None:
 
 
 # --- hotkeys, double click ------------------------------------------------------------------------------
+def _paste_and_submit(ep: Episode) -> None:
+    """What copy-paste and find-word end with: paste the copied text into the answer box and submit."""
+    with ep.step("paste it into the textbox"):
+        ep.x.move(*ep.point(ep.box("#answer-input")))
+        ep.x.click()
+        ep.x.hotkey("ctrl", "v")
+    ep.submit()
+
+
 def _copy_paste(ep: Episode, source: str) -> None:
     with ep.step("select the text and copy it"):
         ep.x.move(*ep.point(ep.box(source)))
         ep.x.click()
         ep.x.hotkey("ctrl", "a")
         ep.x.hotkey("ctrl", "c")
-    with ep.step("paste it into the textbox"):
-        ep.x.move(*ep.point(ep.box("#answer-input")))
-        ep.x.click()
-        ep.x.hotkey("ctrl", "v")
-    ep.submit()
+    _paste_and_submit(ep)
 
 
 def copy_paste(ep: Episode) -> None:
@@ -263,11 +268,7 @@ def find_word(ep: Episode) -> None:
         ep.x.move(*ep.point(scaled(ep, found), spread=0.2))
         ep.x.double_click()
         ep.x.hotkey("ctrl", "c")
-    with ep.step("paste it into the textbox"):
-        ep.x.move(*ep.point(ep.box("#answer-input")))
-        ep.x.click()
-        ep.x.hotkey("ctrl", "v")
-    ep.submit()
+    _paste_and_submit(ep)
 
 
 # --- scroll ------------------------------------------------------------------------------------------------
